@@ -1,0 +1,36 @@
+# The two README commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format setup
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Web on http://127.0.0.1:8000, a worker and beat, on SQLite and the filesystem broker
+# under var/ unless DATABASE_URL / CELERY_BROKER_URL say otherwise.
+run: export DEBUG ?= true
+run: $(STAMP)
+	mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port 8000 web worker beat
+
+# Tests run with production-like settings (DEBUG off) and a throwaway key.
+test: export SECRET_KEY ?= insecure-key-for-tests-only
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .

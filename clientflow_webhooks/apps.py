@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ClientflowWebhooksConfig(AppConfig):
+    name = "clientflow_webhooks"
+    verbose_name = "Workspaces"

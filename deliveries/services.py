@@ -1,0 +1,229 @@
+"""Publishing events and delivering them: every write of the delivery pipeline."""
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+import clientflow_webhooks
+from clientflow_webhooks.celery import app as celery_app
+from clientflow_webhooks.models import Workspace
+from endpoints import event_types as catalogue
+from endpoints.models import Endpoint
+from endpoints.selectors import endpoints_subscribed
+
+from . import policy, selectors, transport
+from .models import Delivery, DeliveryAttempt, Event
+from .signing import signature_header
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "deliveries.tasks.deliver"
+USER_AGENT = f"ClientFlow-Webhooks/{clientflow_webhooks.__version__}"
+
+
+def _encode_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event_create(*, workspace: Workspace, event_type: str, data: dict[str, Any]) -> Event:
+    if not isinstance(data, dict):
+        raise ValidationError({"data": ["Event data must be a JSON object."]})
+    try:
+        encoded_data = _encode_json(data)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError({"data": [f"Event data is not JSON-serialisable: {exc}"]}) from None
+    # Milliseconds, so that the stored time and the one in the body are the same.
+    now = timezone.now()
+    created_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    event = Event(workspace=workspace, type=event_type, data=json.loads(encoded_data), created_at=created_at)
+    # Built by hand so that `data` keeps the caller's key order in the signed bytes.
+    event.payload = (
+        f'{{"id":{_encode_json(event.id)},"type":{_encode_json(event_type)},'
+        f'"created_at":{_encode_json(_iso_utc(created_at))},"workspace":{_encode_json(workspace.slug)},'
+        f'"data":{encoded_data}}}'
+    )
+    event.save(force_insert=True)
+    return event
+
+
+@transaction.atomic
+def event_publish(*, workspace: Workspace, event_type: str, data: dict[str, Any]) -> Event:
+    """Record the event and one pending delivery per enabled endpoint subscribed to it.
+
+    Runs in the caller's transaction when there is one: deliveries are enqueued only
+    after it commits, so a rolled-back caller sends nothing.
+    """
+    if event_type not in catalogue.SUBSCRIBABLE_NAMES:
+        if event_type == catalogue.TEST_EVENT.name:
+            message = f"{event_type} is sent only by Send Test Event."
+        else:
+            message = f"Unknown event type: {event_type}."
+        raise ValidationError({"event_type": [message]})
+    event = _event_create(workspace=workspace, event_type=event_type, data=data)
+    endpoint_ids = list(endpoints_subscribed(workspace=workspace, event_type=event_type).values_list("id", flat=True))
+    deliveries = Delivery.objects.bulk_create(
+        Delivery(event=event, endpoint_id=endpoint_id, next_attempt_at=event.created_at) for endpoint_id in endpoint_ids
+    )
+    delivery_ids = [str(d.id) for d in deliveries]
+    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=delivery_ids))
+    logger.info("event %s %s published to %d endpoints", event.id, event_type, len(delivery_ids))
+    return event
+
+
+@transaction.atomic
+def send_test_event(*, endpoint: Endpoint) -> Delivery:
+    """Send a synthetic ``webhook.test`` event to `endpoint` alone, enabled or not."""
+    event = _event_create(
+        workspace=endpoint.workspace,
+        event_type=catalogue.TEST_EVENT.name,
+        data={"message": "This is a test event from ClientFlow.", "endpoint_id": endpoint.id},
+    )
+    delivery = Delivery.objects.create(event=event, endpoint=endpoint, next_attempt_at=event.created_at)
+    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[str(delivery.id)]))
+    return delivery
+
+
+def deliveries_enqueue(*, delivery_ids: Sequence[str], countdown: float = 0) -> None:
+    """Send the deliveries to the workers, one message each, over one broker connection.
+
+    A lost message only delays a delivery: the sweeper re-enqueues what is due.
+    """
+    if not delivery_ids:
+        return
+    with celery_app.producer_or_acquire() as producer:
+        for delivery_id in delivery_ids:
+            celery_app.send_task(DELIVER_TASK, args=[[delivery_id]], countdown=countdown or None, producer=producer)
+
+
+def deliveries_sweep() -> int:
+    """Re-enqueue due deliveries whose message went missing or whose worker was lost."""
+    now = timezone.now()
+    delivery_ids = [
+        str(i)
+        for i in selectors.deliveries_overdue(
+            now=now, grace=timedelta(seconds=settings.WEBHOOKS_SWEEP_GRACE), limit=settings.WEBHOOKS_SWEEP_BATCH
+        )
+    ]
+    if delivery_ids:
+        logger.warning("sweeper re-enqueues %d overdue deliveries", len(delivery_ids))
+        deliveries_enqueue(delivery_ids=delivery_ids)
+    return len(delivery_ids)
+
+
+def _delivery_claim(*, delivery_id: str, now: datetime) -> bool:
+    """Take the lease on a due delivery; False when it is not due or another worker has it."""
+    lease_expires = now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+    claimed = (
+        Delivery.objects.filter(id=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .update(locked_until=lease_expires)
+    )
+    return claimed == 1
+
+
+def _delivery_end(*, delivery: Delivery, status: str, error: str) -> None:
+    Delivery.objects.filter(id=delivery.id).update(
+        status=status, last_error=error, completed_at=timezone.now(), next_attempt_at=None, locked_until=None
+    )
+    logger.info("delivery %s %s: %s", delivery.id, status, error)
+
+
+def request_headers(*, delivery: Delivery, body: bytes, secret: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-ClientFlow-Event": delivery.event.type,
+        "X-ClientFlow-Delivery": str(delivery.id),
+        "X-ClientFlow-Signature": signature_header(secret=secret, body=body),
+    }
+
+
+def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
+    """Make the next attempt of a delivery if it is due and nobody else is making it.
+
+    Records the attempt and moves the delivery on: succeeded, failed (permanent 4xx),
+    scheduled for a retry, or exhausted. Returns the attempt, or None if none was made.
+    """
+    now = timezone.now()
+    if not _delivery_claim(delivery_id=delivery_id, now=now):
+        logger.debug("delivery %s not due or already claimed", delivery_id)
+        return None
+    delivery = Delivery.objects.select_related("event", "endpoint").get(id=delivery_id)
+    endpoint = delivery.endpoint
+    if endpoint is None:
+        _delivery_end(delivery=delivery, status=Delivery.Status.CANCELLED, error="The endpoint was deleted.")
+        return None
+    if not endpoint.enabled and delivery.event.type != catalogue.TEST_EVENT.name:
+        _delivery_end(delivery=delivery, status=Delivery.Status.CANCELLED, error="The endpoint is disabled.")
+        return None
+
+    number = delivery.attempt_count + 1
+    body = delivery.event.payload.encode("utf-8")
+    result = transport.post(
+        url=endpoint.url,
+        body=body,
+        headers=request_headers(delivery=delivery, body=body, secret=endpoint.secret),
+        timeout=settings.WEBHOOKS_TIMEOUT,
+        ca_file=settings.WEBHOOKS_CA_BUNDLE,
+        body_limit=settings.WEBHOOKS_RESPONSE_BODY_LIMIT,
+    )
+    outcome = policy.classify(status_code=result.status_code)
+    error = result.error or ("" if outcome == policy.Outcome.SUCCESS else f"HTTP {result.status_code}")
+    ended_at = timezone.now()
+    update: dict[str, Any] = {
+        "attempt_count": F("attempt_count") + 1,
+        "last_status_code": result.status_code,
+        "last_error": error,
+        "locked_until": None,
+    }
+    delay = None
+    if outcome == policy.Outcome.SUCCESS:
+        update.update(status=Delivery.Status.SUCCEEDED, completed_at=ended_at, next_attempt_at=None)
+    elif outcome == policy.Outcome.PERMANENT:
+        update.update(status=Delivery.Status.FAILED, completed_at=ended_at, next_attempt_at=None)
+    else:
+        delay = policy.retry_delay(failed_attempts=number, delays=settings.WEBHOOKS_RETRY_DELAYS)
+        if delay is None:
+            update.update(status=Delivery.Status.EXHAUSTED, completed_at=ended_at, next_attempt_at=None)
+        else:
+            update.update(next_attempt_at=ended_at + timedelta(seconds=delay))
+
+    with transaction.atomic():
+        attempt = DeliveryAttempt.objects.create(
+            delivery=delivery,
+            number=number,
+            started_at=result.started_at,
+            duration_ms=result.duration_ms,
+            request_headers=result.request_headers,
+            response_status=result.status_code,
+            response_headers=result.response_headers,
+            response_body=result.response_body,
+            error=result.error,
+            outcome=outcome,
+        )
+        Delivery.objects.filter(id=delivery.id).update(**update)
+        if delay is not None:
+            transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[delivery_id], countdown=delay))
+    logger.info(
+        "delivery %s attempt %d to endpoint %s: %s %s in %d ms%s",
+        delivery.id,
+        number,
+        endpoint.id,
+        outcome,
+        result.status_code if result.status_code is not None else "-",
+        result.duration_ms,
+        f", retry in {delay:g}s" if delay is not None else "",
+    )
+    return attempt
