@@ -3,7 +3,7 @@
 import json
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -34,7 +34,7 @@ def _encode_json(value: Any) -> str:
 
 
 def _iso_utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _event_create(*, workspace: Workspace, event_type: str, data: dict[str, Any]) -> Event:

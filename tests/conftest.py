@@ -1,0 +1,38 @@
+import os
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from clientflow_webhooks.models import Membership, Workspace
+from endpoints.services import endpoint_create
+
+REQUIRE_SERVICES = os.environ.get("WEBHOOKS_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes"}
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test that needs a real service; in CI (WEBHOOKS_REQUIRE_SERVICES) fail it."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (WEBHOOKS_REQUIRE_SERVICES is set, so this is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def owner(db):
+    return get_user_model().objects.create_user(username="olivia", password="pw-olivia-123")
+
+
+@pytest.fixture
+def workspace(db, owner):
+    workspace = Workspace.objects.create(slug="acme", name="Acme Agency")
+    Membership.objects.create(user=owner, workspace=workspace, role=Membership.Role.OWNER)
+    return workspace
+
+
+@pytest.fixture
+def make_endpoint(workspace):
+    """Create an endpoint through the service; returns (endpoint, secret)."""
+
+    def make(url="https://hooks.example.com/clientflow", event_types=("invoice.paid",), **kwargs):
+        return endpoint_create(workspace=kwargs.pop("workspace", workspace), url=url, event_types=event_types, **kwargs)
+
+    return make
