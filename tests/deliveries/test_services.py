@@ -80,10 +80,13 @@ def test_publish_inside_a_rolled_back_transaction_enqueues_nothing(
     workspace, make_endpoint, enqueued, django_capture_on_commit_callbacks
 ):
     make_endpoint()
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with pytest.raises(RuntimeError), transaction.atomic():
-            publish(workspace)
-            raise RuntimeError("the caller fails after publishing")
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        publish(workspace)
+        raise RuntimeError("the caller fails after publishing")
     assert callbacks == []
     assert enqueued == []
     assert not Event.objects.exists()
@@ -136,7 +139,7 @@ def test_send_test_event_reaches_a_disabled_endpoint_alone(workspace, make_endpo
 
 @responses.activate
 def test_successful_attempt_sends_signed_body_and_headers(workspace, make_endpoint, enqueued):
-    endpoint, secret = make_endpoint(url=URL)
+    _endpoint, secret = make_endpoint(url=URL)
     event = publish(workspace)
     delivery = event.deliveries.get()
     responses.post(URL, status=204)
