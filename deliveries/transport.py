@@ -189,7 +189,12 @@ def post(
             finally:
                 response.close()
         except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as exc:
-            result.error = f"timed out after {timeout:g}s" if deadline.expired else describe_error(exc)
+            result.error = describe_error(exc)
+    if deadline.expired:
+        # A socket shut down by the deadline can look like a clean end of the response,
+        # so whatever was parsed before it is not to be trusted: the attempt timed out.
+        result.status_code, result.response_headers, result.response_body = None, {}, ""
+        result.error = f"timed out after {timeout:g}s"
     result.duration_ms = round((time.monotonic() - start) * 1000)
     return result
 

@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import trustme
 from django.contrib.auth import get_user_model
 
 from clientflow_webhooks.models import Membership, Workspace
@@ -36,3 +37,16 @@ def make_endpoint(workspace):
         return endpoint_create(workspace=kwargs.pop("workspace", workspace), url=url, event_types=event_types, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ca():
+    """The CA that test receivers' certificates come from; trusted via WEBHOOKS_CA_BUNDLE."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_file(ca, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)

@@ -64,18 +64,6 @@ def live_services():
 
 
 @pytest.fixture(scope="session")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def ca_file(ca, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="session")
 def rogue_ca():
     """A CA nobody trusts."""
     return trustme.CA()

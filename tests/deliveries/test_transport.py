@@ -1,0 +1,171 @@
+"""The transport against real TLS sockets on 127.0.0.1 that misbehave on purpose."""
+
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from deliveries import transport
+
+DEADLINE = 1.0
+
+
+class RawServer:
+    """Accepts TLS connections, reads one request, then runs `behave(conn)`."""
+
+    def __init__(self, ca, behave):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("127.0.0.1").configure_cert(self.context)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.behave = behave
+        self.stop = threading.Event()
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(raw,), daemon=True).start()
+
+    def _handle(self, raw):
+        try:
+            with self.context.wrap_socket(raw, server_side=True) as conn:
+                while True:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    head, _, rest = data.partition(b"\r\n\r\n")
+                    lengths = [
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ]
+                    length = int(lengths[0]) if lengths else 0
+                    while len(rest) < length:
+                        rest += conn.recv(65536)
+                    if not self.behave(conn, self):
+                        return
+        except OSError:
+            pass
+
+    def url(self):
+        return f"https://127.0.0.1:{self.port}/hook"
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def serve(ca):
+    servers = []
+
+    def serve(behave):
+        server = RawServer(ca, behave)
+        servers.append(server)
+        return server
+
+    yield serve
+    for server in servers:
+        server.close()
+
+
+def post(url, ca_file, timeout=DEADLINE):
+    return transport.post(
+        url=url, body=b'{"id":"evt_1"}', headers={"X-Test": "1"}, timeout=timeout, ca_file=ca_file, body_limit=4096
+    )
+
+
+def drip(conn, payload, stop, interval=0.05):
+    for byte in payload:
+        if stop.is_set():
+            return
+        conn.sendall(bytes([byte]))
+        time.sleep(interval)
+
+
+def test_a_response_whose_headers_drip_ends_at_the_deadline(serve, ca_file):
+    def behave(conn, server):
+        drip(conn, b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 10_000 + b"\r\n\r\n", server.stop)
+
+    result = post(serve(behave).url(), ca_file)
+    assert result.error == f"timed out after {DEADLINE:g}s"
+    assert result.status_code is None
+    assert DEADLINE * 1000 - 50 <= result.duration_ms <= DEADLINE * 1000 + 700
+
+
+def test_a_body_that_drips_for_ever_ends_at_the_deadline(serve, ca_file):
+    def behave(conn, server):
+        conn.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 100000\r\n\r\n")
+        drip(conn, b"x" * 100_000, server.stop, interval=0.2)
+
+    result = post(serve(behave).url(), ca_file)
+    assert result.error == f"timed out after {DEADLINE:g}s"
+    assert result.duration_ms <= DEADLINE * 1000 + 700
+
+
+def test_an_endless_fast_body_is_read_only_to_4_kib(serve, ca_file):
+    def behave(conn, server):
+        conn.sendall(b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"y" * 65536
+        while not server.stop.is_set():
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+    result = post(serve(behave).url(), ca_file, timeout=5)
+    assert result.error == ""
+    assert result.status_code == 503
+    assert result.response_body == "y" * 4096
+    assert result.duration_ms < 2000
+
+
+def test_redirects_are_not_followed(serve, ca_file):
+    def behave(conn, server):
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: https://169.254.169.254/\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    result = post(serve(behave).url(), ca_file)
+    assert result.status_code == 302
+    assert result.response_headers["Location"] == "https://169.254.169.254/"
+    assert result.error == ""
+
+
+def test_untrusted_certificate_is_a_tls_error(serve, tmp_path):
+    def behave(conn, server):  # never reached: the handshake fails
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    server = serve(behave)
+    result = post(server.url(), ca_file=None)  # only the default store: the test CA is unknown
+    assert result.error.startswith("TLS error:")
+    assert "certificate verify failed" in result.error
+
+
+def test_connections_are_reused_between_attempts(serve, ca_file):
+    def behave(conn, server):
+        conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        return True
+
+    server = serve(behave)
+    results = [post(server.url(), ca_file) for _ in range(3)]
+    assert [r.status_code for r in results] == [204, 204, 204]
+    assert server.connections == 1
+
+
+def test_request_headers_are_recorded_as_sent(serve, ca_file):
+    def behave(conn, server):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    result = post(serve(behave).url(), ca_file)
+    assert result.request_headers["X-Test"] == "1"
+    assert result.request_headers["Content-Length"] == "14"
+    assert result.response_body == "ok"
