@@ -125,6 +125,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # The filesystem transport polls; once a second would add up to a second per attempt.
+        "polling_interval": 0.2,
     }
 else:
     # A countdown message is held unacknowledged by the worker until it is due; the

@@ -217,13 +217,13 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
         if delay is not None:
             transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[delivery_id], countdown=delay))
     logger.info(
-        "delivery %s attempt %d to endpoint %s: %s %s in %d ms%s",
+        "delivery %s attempt %d to endpoint %s: %s (%s) in %d ms, %s",
         delivery.id,
         number,
         endpoint.id,
         outcome,
-        result.status_code if result.status_code is not None else "-",
+        error or result.status_code,
         result.duration_ms,
-        f", retry in {delay:g}s" if delay is not None else "",
+        f"retry in {delay:g}s" if delay is not None else update["status"],
     )
     return attempt

@@ -4,6 +4,7 @@ Needs DATABASE_URL on PostgreSQL and CELERY_BROKER_URL on Redis (as `.ci/run` se
 skipped without them locally, failed without them in CI.
 """
 
+import contextlib
 import os
 import signal
 import ssl
@@ -183,8 +184,14 @@ class Worker:
             "--without-gossip", "--without-mingle",
             "--beat", "--schedule", str(self.log_dir / f"beat-{self.runs}"),
         ]  # fmt: skip
+        # A session of its own, so that kill() and stop() reach the embedded beat too.
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for(self._ready, timeout=60, message=f"the worker to start (log: {self.log})")
 
@@ -194,17 +201,22 @@ class Worker:
         return b"ready." in self.log.read_bytes()
 
     def kill(self) -> None:
-        """SIGKILL: no clean-up, no acknowledgement, as when a machine dies."""
-        self.process.send_signal(signal.SIGKILL)
+        """SIGKILL to every process of the worker: no clean-up, as when a machine dies."""
+        self._signal_group(signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=15)
+        self._signal_group(signal.SIGKILL)  # whatever is left, beat included
+        self.process.wait(timeout=10)
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
 
 
 @pytest.fixture
