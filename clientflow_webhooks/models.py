@@ -32,3 +32,8 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.workspace} ({self.role})"
+
+    @property
+    def can_manage_webhooks(self) -> bool:
+        """Owners and admins change endpoints; members only read."""
+        return self.role in (self.Role.OWNER, self.Role.ADMIN)

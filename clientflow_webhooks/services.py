@@ -29,3 +29,15 @@ def workspace_create(*, slug: str, name: str, owner_username: str) -> Workspace:
     workspace = Workspace.objects.create(slug=slug, name=name.strip())
     Membership.objects.create(user=owner, workspace=workspace, role=Membership.Role.OWNER)
     return workspace
+
+
+@transaction.atomic
+def membership_set(*, workspace: Workspace, username: str, role: str) -> Membership:
+    """Add the user to the workspace with `role`, or change the role they have."""
+    if role not in Membership.Role.values:
+        raise ValidationError({"role": [f"Choose one of: {', '.join(Membership.Role.values)}."]})
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise ValidationError({"user": [f"No user named {username!r}."]})
+    membership, _ = Membership.objects.update_or_create(user=user, workspace=workspace, defaults={"role": role})
+    return membership

@@ -34,6 +34,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "clientflow_webhooks",
     "endpoints",
     "deliveries",
@@ -98,7 +102,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = VAR_DIR / "static"  # collectstatic's output
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -112,6 +117,33 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}
+
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+# --- API ---------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first, so that an anonymous request gets 401 with WWW-Authenticate.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "clientflow_webhooks.api.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ClientFlow Webhooks API",
+    "DESCRIPTION": "Settings → Webhooks: endpoints, their signing secrets, test events and deliveries.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1/(workspaces/\{slug\}/)?",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # No CDN: the docs page's assets come from drf-spectacular-sidecar.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- Celery ------------------------------------------------------------------
@@ -152,6 +184,8 @@ WEBHOOKS_RETRY_DELAYS = [float(d) for d in env.list("WEBHOOKS_RETRY_DELAYS", def
 # A CA file trusted for deliveries in addition to the default store. Never a way to
 # turn verification off.
 WEBHOOKS_CA_BUNDLE = env("WEBHOOKS_CA_BUNDLE", default="") or None
+# How many test events one user may send, e.g. "10/minute" (DRF throttle syntax).
+WEBHOOKS_TEST_EVENT_RATE = env("WEBHOOKS_TEST_EVENT_RATE", default="10/minute")
 # How much of a response body is read and kept.
 WEBHOOKS_RESPONSE_BODY_LIMIT = 4096
 # How often beat looks for due deliveries whose broker message was lost, and how long

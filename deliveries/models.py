@@ -42,6 +42,8 @@ class Delivery(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     DEAD_LETTER_STATUSES = (Status.FAILED, Status.EXHAUSTED)
+    # Ended with an answer about the receiver (cancelled says nothing about it).
+    ENDED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.EXHAUSTED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")

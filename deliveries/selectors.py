@@ -3,7 +3,11 @@
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+
+from clientflow_webhooks.models import Workspace
+from endpoints.models import Endpoint
 
 from .models import Delivery
 
@@ -24,4 +28,26 @@ def deliveries_overdue(*, now: datetime, grace: timedelta, limit: int) -> list[U
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
         .order_by("next_attempt_at")
         .values_list("id", flat=True)[:limit]
+    )
+
+
+def endpoints_with_health(*, endpoints: QuerySet[Endpoint], now: datetime | None = None) -> QuerySet[Endpoint]:
+    """Annotate endpoints with their delivery figures: the last delivery's status and time,
+    and over the last 24 hours the number of deliveries and how many succeeded or ended."""
+    since = (now or timezone.now()) - timedelta(hours=24)
+    latest = Delivery.objects.filter(endpoint=OuterRef("pk")).order_by("-created_at")
+    recent = Q(deliveries__created_at__gte=since)
+    return endpoints.annotate(
+        last_delivery_status=Subquery(latest.values("status")[:1]),
+        last_delivery_at=Subquery(latest.values("created_at")[:1]),
+        deliveries_24h=Count("deliveries", filter=recent),
+        succeeded_24h=Count("deliveries", filter=recent & Q(deliveries__status=Delivery.Status.SUCCEEDED)),
+        ended_24h=Count("deliveries", filter=recent & Q(deliveries__status__in=Delivery.ENDED_STATUSES)),
+    ).prefetch_related("event_type_rows")
+
+
+def deliveries_of_workspace(*, workspace: Workspace) -> QuerySet[Delivery]:
+    """A workspace's deliveries, newest first, with what a listing shows."""
+    return (
+        Delivery.objects.filter(event__workspace=workspace).select_related("event", "endpoint").order_by("-created_at")
     )

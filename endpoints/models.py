@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 from clientflow_webhooks.models import Workspace
@@ -41,3 +42,35 @@ class EndpointEventType(models.Model):
 
     def __str__(self) -> str:
         return self.event_type
+
+
+class EndpointAuditEntry(models.Model):
+    """Who changed an endpoint, how, and when. Never edited; kept after the endpoint is deleted."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        UPDATED = "updated", "Updated"
+        DISABLED = "disabled", "Disabled"
+        ENABLED = "enabled", "Enabled"
+        SECRET_ROTATED = "secret_rotated", "Secret rotated"
+        DELETED = "deleted", "Deleted"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="endpoint_audit_entries")
+    # No database constraint: the trail of a deleted endpoint keeps its id.
+    endpoint = models.ForeignKey(
+        Endpoint, on_delete=models.DO_NOTHING, db_constraint=False, related_name="audit_entries"
+    )
+    action = models.CharField(max_length=32, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # For updates: {"field": [old, new]}. Never holds a secret.
+    changes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "endpoint audit entries"
+        indexes = [models.Index(fields=["endpoint", "-created_at"], name="endpoint_audit_endpoint")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_id} {self.action}"

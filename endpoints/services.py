@@ -2,9 +2,11 @@
 
 import base64
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
@@ -12,7 +14,7 @@ from django.db import transaction
 from clientflow_webhooks.models import Workspace
 
 from . import event_types as catalogue
-from .models import Endpoint, EndpointEventType
+from .models import Endpoint, EndpointAuditEntry, EndpointEventType
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 URL_MAX_LENGTH = Endpoint._meta.get_field("url").max_length
@@ -63,24 +65,45 @@ def validate_description(description: str) -> str:
     return description
 
 
-@transaction.atomic
-def endpoint_create(
-    *, workspace: Workspace, url: str, event_types: Iterable[str], description: str = ""
-) -> tuple[Endpoint, str]:
-    """Create an endpoint; returns it and its signing secret, which is shown only now."""
+def _audit(*, endpoint: Endpoint, action: str, actor: AbstractBaseUser | None, changes: dict | None = None) -> None:
+    EndpointAuditEntry.objects.create(
+        workspace_id=endpoint.workspace_id,
+        endpoint_id=endpoint.id,
+        action=action,
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        changes=changes or {},
+    )
+
+
+def _clean(**fields: tuple[Callable[[Any], Any], Any]) -> dict[str, Any]:
+    """Validate each given field with its validator; report every bad field at once."""
     errors: dict[str, list[str]] = {}
-    cleaned: dict[str, object] = {}
-    for name, validate, value in (
-        ("url", validate_url, url),
-        ("event_types", validate_event_types, event_types),
-        ("description", validate_description, description),
-    ):
+    cleaned: dict[str, Any] = {}
+    for name, (validate, value) in fields.items():
         try:
             cleaned[name] = validate(value)
         except ValidationError as exc:
             errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
+    return cleaned
+
+
+@transaction.atomic
+def endpoint_create(
+    *,
+    workspace: Workspace,
+    url: str,
+    event_types: Iterable[str],
+    description: str = "",
+    actor: AbstractBaseUser | None = None,
+) -> tuple[Endpoint, str]:
+    """Create an endpoint; returns it and its signing secret, which is shown only now."""
+    cleaned = _clean(
+        url=(validate_url, url),
+        event_types=(validate_event_types, event_types),
+        description=(validate_description, description),
+    )
     secret = new_secret()
     endpoint = Endpoint.objects.create(
         workspace=workspace, url=cleaned["url"], description=cleaned["description"], secret=secret
@@ -88,21 +111,90 @@ def endpoint_create(
     EndpointEventType.objects.bulk_create(
         EndpointEventType(endpoint=endpoint, event_type=name) for name in cleaned["event_types"]
     )
+    _audit(endpoint=endpoint, action=EndpointAuditEntry.Action.CREATED, actor=actor)
     return endpoint, secret
 
 
-def endpoint_disable(*, endpoint: Endpoint) -> Endpoint:
-    """Pause deliveries; the configuration and the secret stay as they are."""
-    return _set_enabled(endpoint=endpoint, enabled=False)
+_UNSET: Any = object()
 
 
-def endpoint_enable(*, endpoint: Endpoint) -> Endpoint:
-    """Resume deliveries, signed with the same secret as before."""
-    return _set_enabled(endpoint=endpoint, enabled=True)
+@transaction.atomic
+def endpoint_update(
+    *,
+    endpoint: Endpoint,
+    actor: AbstractBaseUser | None = None,
+    url: str = _UNSET,
+    event_types: Iterable[str] = _UNSET,
+    description: str = _UNSET,
+) -> Endpoint:
+    """Change the URL, event types or description; the secret stays the same."""
+    given = {
+        name: (validate, value)
+        for name, validate, value in (
+            ("url", validate_url, url),
+            ("event_types", validate_event_types, event_types),
+            ("description", validate_description, description),
+        )
+        if value is not _UNSET
+    }
+    cleaned = _clean(**given)
+    changes: dict[str, list[Any]] = {}
+    for name in ("url", "description"):
+        if name in cleaned and cleaned[name] != getattr(endpoint, name):
+            changes[name] = [getattr(endpoint, name), cleaned[name]]
+            setattr(endpoint, name, cleaned[name])
+    if "event_types" in cleaned:
+        old = endpoint.event_types
+        if cleaned["event_types"] != old:
+            changes["event_types"] = [old, cleaned["event_types"]]
+            endpoint.event_type_rows.exclude(event_type__in=cleaned["event_types"]).delete()
+            EndpointEventType.objects.bulk_create(
+                EndpointEventType(endpoint=endpoint, event_type=name)
+                for name in cleaned["event_types"]
+                if name not in old
+            )
+            # Drop the stale prefetch so endpoint.event_types reads the new rows.
+            getattr(endpoint, "_prefetched_objects_cache", {}).pop("event_type_rows", None)
+    if changes:
+        endpoint.save()
+        _audit(endpoint=endpoint, action=EndpointAuditEntry.Action.UPDATED, actor=actor, changes=changes)
+    return endpoint
 
 
-def _set_enabled(*, endpoint: Endpoint, enabled: bool) -> Endpoint:
+@transaction.atomic
+def endpoint_disable(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None) -> Endpoint:
+    """Pause deliveries; the configuration and the secret stay as they are. Idempotent."""
+    return _set_enabled(endpoint=endpoint, enabled=False, actor=actor)
+
+
+@transaction.atomic
+def endpoint_enable(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None) -> Endpoint:
+    """Resume deliveries, signed with the same secret as before. Idempotent."""
+    return _set_enabled(endpoint=endpoint, enabled=True, actor=actor)
+
+
+def _set_enabled(*, endpoint: Endpoint, enabled: bool, actor: AbstractBaseUser | None) -> Endpoint:
     if endpoint.enabled != enabled:
         endpoint.enabled = enabled
         endpoint.save(update_fields=["enabled", "updated_at"])
+        action = EndpointAuditEntry.Action.ENABLED if enabled else EndpointAuditEntry.Action.DISABLED
+        _audit(endpoint=endpoint, action=action, actor=actor)
     return endpoint
+
+
+@transaction.atomic
+def endpoint_rotate_secret(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None) -> str:
+    """Give the endpoint a new signing secret and return it; it is shown only now."""
+    endpoint.secret = new_secret()
+    endpoint.save(update_fields=["secret", "updated_at"])
+    _audit(endpoint=endpoint, action=EndpointAuditEntry.Action.SECRET_ROTATED, actor=actor)
+    return endpoint.secret
+
+
+@transaction.atomic
+def endpoint_delete(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None) -> None:
+    """Delete the endpoint. Its deliveries stay as history; pending ones end cancelled."""
+    _audit(
+        endpoint=endpoint, action=EndpointAuditEntry.Action.DELETED, actor=actor, changes={"url": [endpoint.url, None]}
+    )
+    endpoint.delete()

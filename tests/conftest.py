@@ -50,3 +50,35 @@ def ca_file(ca, tmp_path_factory):
     path = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Throttle counters live in the cache; each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def make_user(username: str, workspace: Workspace | None = None, role: str | None = None):
+    user = get_user_model().objects.create_user(username=username, password=f"pw-{username}-123")
+    if workspace is not None:
+        Membership.objects.create(user=user, workspace=workspace, role=role)
+    return user
+
+
+@pytest.fixture
+def api():
+    """An API client; `api.as_user(user)` authenticates it with that user's token."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    class Client(APIClient):
+        def as_user(self, user):
+            token, _ = Token.objects.get_or_create(user=user)
+            self.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+            return self
+
+    return Client()

@@ -1,0 +1,72 @@
+"""What every API view shares: workspace scoping, roles, errors and their schema."""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import ValidationError as DRFValidationError
+from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView, exception_handler
+
+from .models import Membership, Workspace
+from .selectors import membership_for
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Services raise Django's ValidationError; answer it as DRF does its own: 400, by field."""
+    if isinstance(exc, DjangoValidationError):
+        exc = DRFValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
+    return exception_handler(exc, context)
+
+
+class WorkspaceAPIView(APIView):
+    """Base of everything under ``/api/v1/workspaces/<slug>/``.
+
+    A user who is not a member gets 404, exactly as for a workspace that does not exist.
+    Members may read; writes need an owner or an admin (403 otherwise).
+    """
+
+    permission_classes = [IsAuthenticated]
+    membership: Membership
+    workspace: Workspace
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        membership = membership_for(user=request.user, slug=kwargs["slug"])
+        if membership is None:
+            raise NotFound()
+        if request.method not in SAFE_METHODS and not membership.can_manage_webhooks:
+            raise PermissionDenied("Only the workspace's owners and admins can change webhooks.")
+        self.membership = membership
+        self.workspace = membership.workspace
+
+
+# --- error responses, for the schema ------------------------------------------
+
+_Detail = inline_serializer("ErrorDetail", fields={"detail": serializers.CharField()})
+
+
+def error_response(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=_Detail, description=description)
+
+
+ERRORS_READ = {
+    401: error_response("Not authenticated."),
+    404: error_response("No such workspace or object, or the user is not a member of the workspace."),
+}
+ERRORS_WRITE = {
+    **ERRORS_READ,
+    403: error_response("The user is a member but not an owner or admin of the workspace."),
+}
+# DRF answers 400 with messages by field, or with {"detail": …} for a body it cannot parse.
+VALIDATION_ERROR = OpenApiResponse(
+    response={
+        "type": "object",
+        "additionalProperties": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]},
+    },
+    description='Invalid input: messages by field, e.g. `{"url": ["HTTPS is required."]}`.',
+)

@@ -1,0 +1,61 @@
+"""Settings → Webhooks API for deliveries: what was sent where, and what came back."""
+
+import uuid
+
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from clientflow_webhooks.api import ERRORS_READ, VALIDATION_ERROR, WorkspaceAPIView
+
+from . import selectors
+from .filters import DeliveryFilter
+from .models import Delivery
+from .serializers import DeliveryDetailOutput, DeliveryOutput
+
+
+class DeliveryPagination(CursorPagination):
+    """Cursor pages: stable while new deliveries arrive, and no count of a large table."""
+
+    ordering = "-created_at"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class DeliveryListApi(WorkspaceAPIView, generics.ListAPIView):
+    serializer_class = DeliveryOutput
+    pagination_class = DeliveryPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = DeliveryFilter
+
+    queryset = Delivery.objects.none()  # for the schema generator; requests use get_queryset
+
+    def get_queryset(self):
+        return selectors.deliveries_of_workspace(workspace=self.workspace)
+
+    @extend_schema(
+        operation_id="deliveries_list",
+        responses={200: DeliveryOutput(many=True), 400: VALIDATION_ERROR, **ERRORS_READ},
+        description="Newest first. Filter by endpoint, status, event type and creation time.",
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class DeliveryDetailApi(WorkspaceAPIView):
+    @extend_schema(operation_id="deliveries_retrieve", responses={200: DeliveryDetailOutput, **ERRORS_READ})
+    def get(self, request: Request, slug: str, delivery_id: uuid.UUID) -> Response:
+        delivery = (
+            selectors.deliveries_of_workspace(workspace=self.workspace)
+            .prefetch_related("attempts")
+            .filter(id=delivery_id)
+            .first()
+        )
+        if delivery is None:
+            raise NotFound()
+        return Response(DeliveryDetailOutput(delivery).data)

@@ -1,0 +1,185 @@
+"""Settings → Webhooks API for endpoints. Thin: parse, call a service, render."""
+
+from django.conf import settings
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView
+
+from clientflow_webhooks.api import ERRORS_READ, ERRORS_WRITE, VALIDATION_ERROR, WorkspaceAPIView, error_response
+from deliveries.selectors import endpoints_with_health
+from deliveries.serializers import DeliveryOutput
+from deliveries.services import send_test_event
+
+from . import event_types as catalogue
+from . import services
+from .models import Endpoint, EndpointAuditEntry
+from .serializers import (
+    AuditEntryOutput,
+    EndpointInput,
+    EndpointOutput,
+    EndpointUpdateInput,
+    EndpointWithSecretOutput,
+    EventTypeOutput,
+)
+
+MAX_ID = 2**63 - 1  # beyond a bigint nothing exists; asking must be a 404, not a 500
+
+
+class EventTypeListApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="event_types_list",
+        responses={200: EventTypeOutput(many=True)},
+        summary="The event types an endpoint can subscribe to",
+    )
+    def get(self, request: Request) -> Response:
+        return Response(EventTypeOutput(catalogue.SUBSCRIBABLE, many=True).data)
+
+
+class EndpointAPIView(WorkspaceAPIView):
+    def endpoints(self) -> QuerySet[Endpoint]:
+        return endpoints_with_health(endpoints=Endpoint.objects.filter(workspace=self.workspace))
+
+    def get_endpoint(self, endpoint_id: int) -> Endpoint:
+        endpoint = self.endpoints().filter(id=endpoint_id).first() if endpoint_id <= MAX_ID else None
+        if endpoint is None:
+            raise NotFound()
+        return endpoint
+
+    def render(self, endpoint_id: int, *, secret: str | None = None, code: int = status.HTTP_200_OK) -> Response:
+        """The endpoint as it now is, read again so its figures are current."""
+        endpoint = self.get_endpoint(endpoint_id)
+        if secret is None:
+            return Response(EndpointOutput(endpoint).data, status=code)
+        endpoint.secret = secret
+        return Response(EndpointWithSecretOutput(endpoint).data, status=code)
+
+
+class EndpointListApi(EndpointAPIView):
+    @extend_schema(operation_id="endpoints_list", responses={200: EndpointOutput(many=True), **ERRORS_READ})
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(EndpointOutput(self.endpoints(), many=True).data)
+
+    @extend_schema(
+        operation_id="endpoints_create",
+        request=EndpointInput,
+        responses={201: EndpointWithSecretOutput, 400: VALIDATION_ERROR, **ERRORS_WRITE},
+        description="Creates an endpoint. The response is the only one that ever carries its `secret`.",
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        data = EndpointInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint, secret = services.endpoint_create(workspace=self.workspace, actor=request.user, **data.validated_data)
+        return self.render(endpoint.id, secret=secret, code=status.HTTP_201_CREATED)
+
+
+class EndpointDetailApi(EndpointAPIView):
+    @extend_schema(operation_id="endpoints_retrieve", responses={200: EndpointOutput, **ERRORS_READ})
+    def get(self, request: Request, slug: str, endpoint_id: int) -> Response:
+        return Response(EndpointOutput(self.get_endpoint(endpoint_id)).data)
+
+    @extend_schema(
+        operation_id="endpoints_update",
+        request=EndpointUpdateInput,
+        responses={200: EndpointOutput, 400: VALIDATION_ERROR, **ERRORS_WRITE},
+        description="Changes the URL, description or event types. The secret stays the same.",
+    )
+    def patch(self, request: Request, slug: str, endpoint_id: int) -> Response:
+        endpoint = self.get_endpoint(endpoint_id)
+        data = EndpointUpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.endpoint_update(endpoint=endpoint, actor=request.user, **data.validated_data)
+        return self.render(endpoint.id)
+
+    @extend_schema(
+        operation_id="endpoints_destroy",
+        responses={204: OpenApiResponse(description="Deleted; its deliveries stay as history."), **ERRORS_WRITE},
+    )
+    def delete(self, request: Request, slug: str, endpoint_id: int) -> Response:
+        services.endpoint_delete(endpoint=self.get_endpoint(endpoint_id), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EndpointDisableApi(EndpointAPIView):
+    @extend_schema(
+        operation_id="endpoints_disable",
+        request=None,
+        responses={200: EndpointOutput, **ERRORS_WRITE},
+        description="Pauses deliveries. The secret stays the same; disabling twice is harmless.",
+    )
+    def post(self, request: Request, slug: str, endpoint_id: int) -> Response:
+        services.endpoint_disable(endpoint=self.get_endpoint(endpoint_id), actor=request.user)
+        return self.render(endpoint_id)
+
+
+class EndpointEnableApi(EndpointAPIView):
+    @extend_schema(
+        operation_id="endpoints_enable",
+        request=None,
+        responses={200: EndpointOutput, **ERRORS_WRITE},
+        description="Resumes deliveries, signed with the same secret as before.",
+    )
+    def post(self, request: Request, slug: str, endpoint_id: int) -> Response:
+        services.endpoint_enable(endpoint=self.get_endpoint(endpoint_id), actor=request.user)
+        return self.render(endpoint_id)
+
+
+class TestEventThrottle(UserRateThrottle):
+    """Send Test Event must not become a way to flood a third party."""
+
+    scope = "endpoint_test"
+
+    def get_rate(self) -> str:
+        return settings.WEBHOOKS_TEST_EVENT_RATE
+
+
+class EndpointTestApi(EndpointAPIView):
+    throttle_classes = [TestEventThrottle]
+
+    @extend_schema(
+        operation_id="endpoints_test",
+        request=None,
+        responses={202: DeliveryOutput, 429: error_response("Too many test events; try again later."), **ERRORS_WRITE},
+        description="Sends a synthetic `webhook.test` event to this endpoint alone, enabled or not.",
+    )
+    def post(self, request: Request, slug: str, endpoint_id: int) -> Response:
+        delivery = send_test_event(endpoint=self.get_endpoint(endpoint_id))
+        return Response(DeliveryOutput(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EndpointRotateSecretApi(EndpointAPIView):
+    @extend_schema(
+        operation_id="endpoints_rotate_secret",
+        request=None,
+        responses={200: EndpointWithSecretOutput, **ERRORS_WRITE},
+        description="Replaces the signing secret. The new one is in this response only.",
+    )
+    def post(self, request: Request, slug: str, endpoint_id: int) -> Response:
+        secret = services.endpoint_rotate_secret(endpoint=self.get_endpoint(endpoint_id), actor=request.user)
+        return self.render(endpoint_id, secret=secret)
+
+
+class AuditPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+
+
+class EndpointAuditApi(EndpointAPIView, generics.ListAPIView):
+    serializer_class = AuditEntryOutput
+    pagination_class = AuditPagination
+    queryset = EndpointAuditEntry.objects.none()  # for the schema generator
+
+    def get_queryset(self):
+        return self.get_endpoint(self.kwargs["endpoint_id"]).audit_entries.select_related("actor")
+
+    @extend_schema(operation_id="endpoints_audit", responses={200: AuditEntryOutput(many=True), **ERRORS_READ})
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)

@@ -1,0 +1,91 @@
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from . import event_types as catalogue
+from .models import Endpoint, EndpointAuditEntry
+
+EVENT_TYPE_NAMES = [t.name for t in catalogue.SUBSCRIBABLE]
+
+
+@extend_schema_field(
+    {"type": "array", "items": {"type": "string", "enum": EVENT_TYPE_NAMES}, "minItems": 1, "uniqueItems": True}
+)
+class EventTypesField(serializers.Field):
+    """A list of event type names; the service says which are acceptable, by this field."""
+
+    default_error_messages = {"not_a_list": "Expected a list of event type names."}
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
+            self.fail("not_a_list")
+        return data
+
+    def to_representation(self, value: list[str]) -> list[str]:
+        return value
+
+
+class EventTypeOutput(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    group = serializers.CharField()
+
+
+class EndpointInput(serializers.Serializer):
+    url = serializers.CharField(max_length=2048, trim_whitespace=True)
+    description = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
+    event_types = EventTypesField()
+
+
+class EndpointUpdateInput(serializers.Serializer):
+    url = serializers.CharField(max_length=2048, required=False)
+    description = serializers.CharField(max_length=500, allow_blank=True, required=False)
+    event_types = EventTypesField(required=False)
+
+
+class EndpointOutput(serializers.ModelSerializer):
+    event_types = serializers.ListField(child=serializers.CharField(), read_only=True)
+    last_delivery_status = serializers.CharField(allow_null=True, read_only=True)
+    last_delivery_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    deliveries_24h = serializers.IntegerField(read_only=True)
+    success_rate_24h = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "id",
+            "url",
+            "description",
+            "event_types",
+            "enabled",
+            "created_at",
+            "updated_at",
+            "last_delivery_status",
+            "last_delivery_at",
+            "deliveries_24h",
+            "success_rate_24h",
+        ]
+
+    @extend_schema_field(serializers.FloatField(allow_null=True, min_value=0, max_value=1))
+    def get_success_rate_24h(self, endpoint: Endpoint) -> float | None:
+        """Succeeded share of the deliveries that ended in the last 24 h; null when none did."""
+        ended = endpoint.ended_24h
+        return round(endpoint.succeeded_24h / ended, 4) if ended else None
+
+
+class EndpointWithSecretOutput(EndpointOutput):
+    """Only the responses that create a secret carry it."""
+
+    secret = serializers.CharField(read_only=True)
+
+    class Meta(EndpointOutput.Meta):
+        fields = [*EndpointOutput.Meta.fields, "secret"]
+
+
+class AuditEntryOutput(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.get_username", allow_null=True, default=None)
+
+    class Meta:
+        model = EndpointAuditEntry
+        fields = ["id", "action", "actor", "changes", "created_at"]
