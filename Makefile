@@ -16,6 +16,7 @@ setup: $(STAMP)
 # Web on http://127.0.0.1:8000, a worker and beat, on SQLite and the filesystem broker
 # under var/ unless DATABASE_URL / CELERY_BROKER_URL say otherwise.
 run: export DEBUG ?= true
+run: export HOST ?= 127.0.0.1
 run: $(STAMP)
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput

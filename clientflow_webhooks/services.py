@@ -12,15 +12,21 @@ from .models import Membership, Workspace
 def workspace_create(*, slug: str, name: str, owner_username: str) -> Workspace:
     """Create a workspace owned by an existing user."""
     errors: dict[str, list[str]] = {}
+    slug_max = Workspace._meta.get_field("slug").max_length
+    name_max = Workspace._meta.get_field("name").max_length
     try:
         validate_slug(slug)
     except ValidationError as exc:
         errors["slug"] = exc.messages
     else:
-        if Workspace.objects.filter(slug=slug).exists():
+        if len(slug) > slug_max:
+            errors["slug"] = [f"Ensure the slug has at most {slug_max} characters."]
+        elif Workspace.objects.filter(slug=slug).exists():
             errors["slug"] = [f"A workspace with the slug {slug!r} already exists."]
     if not (name or "").strip():
         errors["name"] = ["A name is required."]
+    elif len(name.strip()) > name_max:
+        errors["name"] = [f"Ensure the name has at most {name_max} characters."]
     owner = get_user_model().objects.filter(username=owner_username).first()
     if owner is None:
         errors["owner"] = [f"No user named {owner_username!r}."]

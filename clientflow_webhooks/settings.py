@@ -14,6 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
+VAR_DIR.mkdir(exist_ok=True)  # local state: SQLite, the filesystem broker, beat's schedule
+
 env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -175,6 +177,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = env("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
 
 # --- Webhooks ----------------------------------------------------------------
 # Seconds one attempt may take in all: connect, TLS, request and response.

@@ -1,5 +1,9 @@
+from datetime import UTC, datetime
+
 import django_filters
 from django import forms
+from django.core.exceptions import ValidationError
+from django_filters.fields import IsoDateTimeField
 
 from endpoints import event_types as catalogue
 
@@ -10,6 +14,24 @@ class IdFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """ISO 8601 with any offset, handed to the database in UTC (PostgreSQL refuses
+    offsets beyond ±15:59, which ISO 8601 allows)."""
+
+    def to_python(self, value: str | None) -> datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("Enter a date and time between the years 1 and 9999.", code="invalid") from None
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
 class DeliveryFilter(django_filters.FilterSet):
     # Bounded so that an id no bigint can hold is a 400, not a database error.
     endpoint = IdFilter(field_name="endpoint_id", min_value=1, max_value=2**63 - 1, help_text="endpoint id")
@@ -17,12 +39,8 @@ class DeliveryFilter(django_filters.FilterSet):
     event_type = django_filters.ChoiceFilter(
         field_name="event__type", choices=[(name, name) for name in catalogue.BY_NAME]
     )
-    created_after = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="gte", help_text="ISO 8601, inclusive"
-    )
-    created_before = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="lt", help_text="ISO 8601, exclusive"
-    )
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte", help_text="ISO 8601, inclusive")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt", help_text="ISO 8601, exclusive")
 
     class Meta:
         model = Delivery

@@ -33,6 +33,17 @@ def _encode_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL's jsonb cannot store U+0000 in a string."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -42,8 +53,11 @@ def _event_create(*, workspace: Workspace, event_type: str, data: dict[str, Any]
         raise ValidationError({"data": ["Event data must be a JSON object."]})
     try:
         encoded_data = _encode_json(data)
-    except (TypeError, ValueError) as exc:
+        encoded_data.encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
         raise ValidationError({"data": [f"Event data is not JSON-serialisable: {exc}"]}) from None
+    if _has_nul(data):
+        raise ValidationError({"data": ["Event data must not contain the NUL character (\\u0000)."]})
     # Milliseconds, so that the stored time and the one in the body are the same.
     now = timezone.now()
     created_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -77,7 +91,7 @@ def event_publish(*, workspace: Workspace, event_type: str, data: dict[str, Any]
         Delivery(event=event, endpoint_id=endpoint_id, next_attempt_at=event.created_at) for endpoint_id in endpoint_ids
     )
     delivery_ids = [str(d.id) for d in deliveries]
-    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=delivery_ids))
+    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=delivery_ids), robust=True)
     logger.info("event %s %s published to %d endpoints", event.id, event_type, len(delivery_ids))
     return event
 
@@ -91,51 +105,67 @@ def send_test_event(*, endpoint: Endpoint) -> Delivery:
         data={"message": "This is a test event from ClientFlow.", "endpoint_id": endpoint.id},
     )
     delivery = Delivery.objects.create(event=event, endpoint=endpoint, next_attempt_at=event.created_at)
-    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[str(delivery.id)]))
+    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[str(delivery.id)]), robust=True)
     return delivery
 
 
 def deliveries_enqueue(*, delivery_ids: Sequence[str], countdown: float = 0) -> None:
     """Send the deliveries to the workers, one message each, over one broker connection.
 
-    A lost message only delays a delivery: the sweeper re-enqueues what is due.
+    Never raises: a message that cannot be sent (broker down) only delays its delivery,
+    because the sweeper re-enqueues what is due from the database.
     """
     if not delivery_ids:
         return
-    with celery_app.producer_or_acquire() as producer:
-        for delivery_id in delivery_ids:
-            celery_app.send_task(DELIVER_TASK, args=[[delivery_id]], countdown=countdown or None, producer=producer)
+    try:
+        with celery_app.producer_or_acquire() as producer:
+            for delivery_id in delivery_ids:
+                celery_app.send_task(DELIVER_TASK, args=[[delivery_id]], countdown=countdown or None, producer=producer)
+    except Exception:
+        logger.exception("could not enqueue %d deliveries; the sweeper will send them", len(delivery_ids))
 
 
 def deliveries_sweep() -> int:
     """Re-enqueue due deliveries whose message went missing or whose worker was lost."""
     now = timezone.now()
-    delivery_ids = [
-        str(i)
-        for i in selectors.deliveries_overdue(
-            now=now, grace=timedelta(seconds=settings.WEBHOOKS_SWEEP_GRACE), limit=settings.WEBHOOKS_SWEEP_BATCH
-        )
-    ]
-    if delivery_ids:
-        logger.warning("sweeper re-enqueues %d overdue deliveries", len(delivery_ids))
-        deliveries_enqueue(delivery_ids=delivery_ids)
-    return len(delivery_ids)
+    overdue = selectors.deliveries_overdue(
+        now=now, grace=timedelta(seconds=settings.WEBHOOKS_SWEEP_GRACE), limit=settings.WEBHOOKS_SWEEP_BATCH
+    )
+    # Marked due "now", so that the next sweeps leave them alone for another grace period
+    # instead of piling more messages on a queue that is only slow.
+    swept = Delivery.objects.filter(id__in=overdue, status=Delivery.Status.PENDING).update(next_attempt_at=now)
+    if swept:
+        logger.warning("sweeper re-enqueues %d overdue deliveries", swept)
+        deliveries_enqueue(delivery_ids=[str(i) for i in overdue])
+    return swept
 
 
-def _delivery_claim(*, delivery_id: str, now: datetime) -> bool:
-    """Take the lease on a due delivery; False when it is not due or another worker has it."""
-    lease_expires = now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+def _delivery_claim(*, delivery_id: str, now: datetime) -> datetime | None:
+    """Take the lease on a due delivery and reserve the next attempt number.
+
+    Returns the lease's expiry, which also identifies this claim, or None when the
+    delivery is not due or another worker holds it.
+    """
+    lease = now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
     claimed = (
         Delivery.objects.filter(id=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now)
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .update(locked_until=lease_expires)
+        .update(locked_until=lease, attempt_count=F("attempt_count") + 1)
     )
-    return claimed == 1
+    return lease if claimed == 1 else None
 
 
-def _delivery_end(*, delivery: Delivery, status: str, error: str) -> None:
+def _delivery_end(*, delivery: Delivery, status: str, error: str, attempted: bool) -> None:
+    update: dict[str, Any] = {}
+    if not attempted:
+        update["attempt_count"] = F("attempt_count") - 1  # the number reserved was not used
     Delivery.objects.filter(id=delivery.id).update(
-        status=status, last_error=error, completed_at=timezone.now(), next_attempt_at=None, locked_until=None
+        status=status,
+        last_error=error,
+        completed_at=timezone.now(),
+        next_attempt_at=None,
+        locked_until=None,
+        **update,
     )
     logger.info("delivery %s %s: %s", delivery.id, status, error)
 
@@ -150,26 +180,45 @@ def request_headers(*, delivery: Delivery, body: bytes, secret: str) -> dict[str
     }
 
 
+def max_attempts() -> int:
+    return 1 + len(settings.WEBHOOKS_RETRY_DELAYS)
+
+
 def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
     """Make the next attempt of a delivery if it is due and nobody else is making it.
 
     Records the attempt and moves the delivery on: succeeded, failed (permanent 4xx),
     scheduled for a retry, or exhausted. Returns the attempt, or None if none was made.
+    Call it outside any transaction: the lease must be visible to other workers at once.
     """
     now = timezone.now()
-    if not _delivery_claim(delivery_id=delivery_id, now=now):
+    lease = _delivery_claim(delivery_id=delivery_id, now=now)
+    if lease is None:
         logger.debug("delivery %s not due or already claimed", delivery_id)
         return None
     delivery = Delivery.objects.select_related("event", "endpoint").get(id=delivery_id)
     endpoint = delivery.endpoint
     if endpoint is None:
-        _delivery_end(delivery=delivery, status=Delivery.Status.CANCELLED, error="The endpoint was deleted.")
+        _delivery_end(
+            delivery=delivery, status=Delivery.Status.CANCELLED, error="The endpoint was deleted.", attempted=False
+        )
         return None
     if not endpoint.enabled and delivery.event.type != catalogue.TEST_EVENT.name:
-        _delivery_end(delivery=delivery, status=Delivery.Status.CANCELLED, error="The endpoint is disabled.")
+        _delivery_end(
+            delivery=delivery, status=Delivery.Status.CANCELLED, error="The endpoint is disabled.", attempted=False
+        )
+        return None
+    number = delivery.attempt_count
+    if number > max_attempts():
+        # Numbers were reserved by attempts whose worker died before recording them.
+        _delivery_end(
+            delivery=delivery,
+            status=Delivery.Status.EXHAUSTED,
+            error=delivery.last_error or "Attempts were interrupted before they could be recorded.",
+            attempted=False,
+        )
         return None
 
-    number = delivery.attempt_count + 1
     body = delivery.event.payload.encode("utf-8")
     result = transport.post(
         url=endpoint.url,
@@ -182,12 +231,7 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
     outcome = policy.classify(status_code=result.status_code)
     error = result.error or ("" if outcome == policy.Outcome.SUCCESS else f"HTTP {result.status_code}")
     ended_at = timezone.now()
-    update: dict[str, Any] = {
-        "attempt_count": F("attempt_count") + 1,
-        "last_status_code": result.status_code,
-        "last_error": error,
-        "locked_until": None,
-    }
+    update: dict[str, Any] = {"last_status_code": result.status_code, "last_error": error, "locked_until": None}
     delay = None
     if outcome == policy.Outcome.SUCCESS:
         update.update(status=Delivery.Status.SUCCEEDED, completed_at=ended_at, next_attempt_at=None)
@@ -213,9 +257,13 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
             error=result.error,
             outcome=outcome,
         )
-        Delivery.objects.filter(id=delivery.id).update(**update)
-        if delay is not None:
-            transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[delivery_id], countdown=delay))
+        # Only while our lease holds: if it ran out and another worker claimed the
+        # delivery, that worker decides what happens next.
+        kept = Delivery.objects.filter(id=delivery.id, locked_until=lease).update(**update)
+        if kept and delay is not None:
+            transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[delivery_id], countdown=delay), robust=True)
+    if not kept:
+        logger.warning("delivery %s attempt %d finished after its lease ran out", delivery.id, number)
     logger.info(
         "delivery %s attempt %d to endpoint %s: %s (%s) in %d ms, %s",
         delivery.id,

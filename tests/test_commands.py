@@ -21,6 +21,8 @@ def test_create_workspace_makes_the_user_its_owner(owner, capsys):
         (["acme", "--name", "X", "--owner", "olivia"], "already exists"),
         (["new", "--name", " ", "--owner", "olivia"], "name: A name is required."),
         (["new", "--name", "X", "--owner", "nobody"], "No user named 'nobody'"),
+        (["a" * 65, "--name", "X", "--owner", "olivia"], "at most 64 characters"),
+        (["new", "--name", "N" * 201, "--owner", "olivia"], "at most 200 characters"),
     ],
 )
 def test_create_workspace_rejects_bad_input_and_writes_nothing(workspace, args, message):
@@ -69,3 +71,29 @@ def test_demo_creates_the_workspace_and_owner_once(db, settings):
     user = get_user_model().objects.get(username="demo")
     assert user.check_password("demo")
     assert Membership.objects.get(user=user).workspace.slug == "demo"
+
+
+def test_add_member_adds_and_changes_roles(workspace, capsys):
+    get_user_model().objects.create_user(username="mia")
+    call_command("add_member", "acme", "mia", "--role", "member")
+    call_command("add_member", "acme", "mia", "--role", "admin")
+    assert Membership.objects.get(user__username="mia").role == "admin"
+    assert "mia is now admin of acme." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nowhere", "olivia", "--role", "member"], "No workspace with the slug 'nowhere'"),
+        (["acme", "nobody", "--role", "member"], "No user named 'nobody'"),
+    ],
+)
+def test_add_member_rejects_bad_input(workspace, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("add_member", *args)
+    assert Membership.objects.count() == 1
+
+
+def test_add_member_rejects_an_unknown_role(workspace):
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("add_member", "acme", "olivia", "--role", "king")

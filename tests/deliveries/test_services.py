@@ -101,6 +101,8 @@ def test_publish_inside_a_rolled_back_transaction_enqueues_nothing(
         ("invoice.paid", {"when": timezone.now()}, "data"),
         ("invoice.paid", {"amount": float("nan")}, "data"),
         ("invoice.paid", ["not", "an", "object"], "data"),
+        ("invoice.paid", {"note": "a\x00b"}, "data"),
+        ("invoice.paid", {"note": "\ud800"}, "data"),
     ],
 )
 def test_publish_rejects_bad_input_and_writes_nothing(workspace, make_endpoint, enqueued, event_type, data, field):
@@ -288,3 +290,72 @@ def test_sweeper_re_enqueues_overdue_unclaimed_deliveries_only(workspace, make_e
 
     assert sorted(enqueued[0][0]) == sorted([str(overdue.id), str(lost_worker.id)])
     assert str(just_published.id) not in enqueued[0][0]
+
+
+def test_an_unreachable_broker_does_not_fail_the_publisher(
+    workspace, make_endpoint, monkeypatch, django_capture_on_commit_callbacks
+):
+    make_endpoint()
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr(services.celery_app, "producer_or_acquire", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        event = publish(workspace)
+    assert event.deliveries.get().status == "pending"  # the sweeper will send it
+
+
+def test_attempts_that_crash_before_recording_end_exhausted(workspace, make_endpoint, enqueued, monkeypatch):
+    make_endpoint(url=URL)
+    delivery = publish(workspace).deliveries.get()
+    calls = []
+
+    def crash(**kwargs):
+        calls.append(1)
+        raise RuntimeError("worker bug")
+
+    monkeypatch.setattr(services.transport, "post", crash)
+    for _ in range(services.max_attempts()):
+        with pytest.raises(RuntimeError):
+            services.delivery_attempt(delivery_id=delivery.id)
+        # The worker is gone; its lease runs out.
+        Delivery.objects.filter(id=delivery.id).update(locked_until=timezone.now() - timedelta(seconds=1))
+    assert services.delivery_attempt(delivery_id=delivery.id) is None
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.EXHAUSTED
+    assert len(calls) == services.max_attempts()
+    assert delivery.attempt_count == services.max_attempts()
+
+
+@responses.activate
+def test_an_attempt_that_outlived_its_lease_is_recorded_but_decides_nothing(
+    workspace, make_endpoint, enqueued, django_capture_on_commit_callbacks
+):
+    make_endpoint(url=URL)
+    delivery = publish(workspace).deliveries.get()
+
+    def slow_receiver(request):
+        # Meanwhile the lease ran out and another worker claimed the delivery.
+        Delivery.objects.filter(id=delivery.id).update(locked_until=timezone.now() + timedelta(minutes=5))
+        return (500, {}, "")
+
+    responses.add_callback(responses.POST, URL, callback=slow_receiver)
+    with django_capture_on_commit_callbacks(execute=True):
+        attempt = services.delivery_attempt(delivery_id=delivery.id)
+    assert attempt.outcome == "transient"
+    delivery.refresh_from_db()
+    assert delivery.locked_until > timezone.now()  # the other worker's lease stands
+    assert delivery.last_status_code is None
+    assert enqueued == []  # no retry scheduled by the stale attempt
+
+
+def test_the_sweeper_sends_an_overdue_delivery_once_per_grace_period(workspace, make_endpoint, enqueued, settings):
+    settings.WEBHOOKS_SWEEP_GRACE = 10
+    make_endpoint()
+    delivery = publish(workspace).deliveries.get()
+    Delivery.objects.filter(id=delivery.id).update(next_attempt_at=timezone.now() - timedelta(seconds=60))
+    enqueued.clear()
+    assert services.deliveries_sweep() == 1
+    assert services.deliveries_sweep() == 0
+    assert enqueued == [([str(delivery.id)], 0)]

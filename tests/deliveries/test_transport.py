@@ -23,6 +23,7 @@ class RawServer:
         self.behave = behave
         self.stop = threading.Event()
         self.connections = 0
+        self.heads: list[bytes] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -35,6 +36,10 @@ class RawServer:
             threading.Thread(target=self._handle, args=(raw,), daemon=True).start()
 
     def _handle(self, raw):
+        if getattr(self.behave, "raw", False):  # talks before (or instead of) TLS
+            with raw:
+                self.behave(raw, self)
+            return
         try:
             with self.context.wrap_socket(raw, server_side=True) as conn:
                 while True:
@@ -45,6 +50,7 @@ class RawServer:
                             return
                         data += chunk
                     head, _, rest = data.partition(b"\r\n\r\n")
+                    self.heads.append(head)
                     lengths = [
                         line.split(b":")[1]
                         for line in head.split(b"\r\n")
@@ -169,3 +175,73 @@ def test_request_headers_are_recorded_as_sent(serve, ca_file):
     assert result.request_headers["X-Test"] == "1"
     assert result.request_headers["Content-Length"] == "14"
     assert result.response_body == "ok"
+
+
+def test_a_tls_handshake_that_drips_ends_at_the_deadline(serve, ca_file):
+    def behave(raw, server):
+        # A TLS record header announcing 16 KiB, then one byte at a time: the handshake
+        # must end with the attempt, however slowly the bytes come.
+        drip(raw, b"\x16\x03\x03\x40\x00" + b"\x02" * 16384, server.stop)
+
+    behave.raw = True
+    result = post(serve(behave).url(), ca_file)
+    assert result.error == f"timed out after {DEADLINE:g}s"
+    assert result.duration_ms <= DEADLINE * 1000 + 700
+
+
+def test_a_connect_that_never_completes_ends_at_the_deadline(ca_file):
+    # A listener that never accepts: once its backlog is full, new connects hang.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        result = post(f"https://127.0.0.1:{port}/hook", ca_file)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    assert result.status_code is None
+    assert "timed out" in result.error
+    assert result.duration_ms <= DEADLINE * 1000 + 700
+
+
+def test_a_slow_dns_answer_ends_at_the_deadline(monkeypatch, ca_file):
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow.invalid":
+            time.sleep(3)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    result = post("https://slow.invalid/hook", ca_file)
+    assert "timed out" in result.error
+    assert result.duration_ms <= DEADLINE * 1000 + 700
+
+
+def test_cookies_from_one_receiver_are_never_sent_back(serve, ca_file):
+    def behave(conn, server):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=tenant-a-secret; Path=/\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server = serve(behave)
+    post(server.url(), ca_file)
+    post(server.url().replace("/hook", "/other"), ca_file)
+    assert len(server.heads) == 2
+    assert b"cookie" not in server.heads[1].lower()
+
+
+def test_a_nul_byte_in_the_response_is_stored_as_text(serve, ca_file):
+    def behave(conn, server):
+        conn.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 5\r\n\r\na\x00b\x00c")
+        return True
+
+    result = post(serve(behave).url(), ca_file)
+    assert result.response_body == "a\ufffdb\ufffdc"

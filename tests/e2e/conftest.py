@@ -58,7 +58,9 @@ def live_services():
     # One queue for this run, so a developer's own worker never takes our messages.
     celery_app.conf.task_default_queue = SESSION_QUEUE
     yield broker
-    redis.Redis.from_url(broker).delete(SESSION_QUEUE)
+    # What this run's killed workers left unacknowledged, and the queue itself.
+    client = redis.Redis.from_url(broker)
+    client.delete(SESSION_QUEUE, "unacked", "unacked_index", "unacked_mutex", f"_kombu.binding.{SESSION_QUEUE}")
 
 
 # --- certificates ---------------------------------------------------------------

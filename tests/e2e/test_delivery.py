@@ -7,15 +7,17 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from deliveries.models import Delivery
 from deliveries.services import event_publish
 from endpoints.services import endpoint_create, endpoint_disable, endpoint_enable
-from tests.e2e.conftest import ROOT, TIMEOUT, wait_for
+from tests.e2e.conftest import ROOT, TIMEOUT, Worker, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -102,6 +104,7 @@ def test_published_event_arrives_once_with_the_documented_body_headers_and_signa
     assert verify(got.body, signature, secret)
     assert not verify(got.body.replace(b"1200", b"1201"), signature, secret)
     assert not verify(got.body, signature, secret[:-2] + "xx")
+    assert not verify(got.body, "sha256=é" + signature[8:], secret)  # refused, not an exception
     tampered = got.body.replace(b"1200", b"1201")
     assert node_verifier([(got.body, signature, secret), (tampered, signature, secret)], tmp_path) == [True, False]
 
@@ -186,16 +189,15 @@ def test_closed_port_is_retried_with_a_clear_error(worker, workspace, make):
         assert "refused" in attempt.error.lower()
 
 
-def test_untrusted_certificate_fails_the_attempt_whatever_requests_ca_bundle_says(
+def test_untrusted_certificate_fails_the_attempt_whatever_the_environment_trusts(
     worker_env, tmp_path, rogue_ca, rogue_receiver, receiver, workspace, make
 ):
-    from tests.e2e.conftest import Worker
-
     # If the worker let REQUESTS_CA_BUNDLE override its explicit verification, the rogue
     # receiver would be trusted and the real one refused.
     rogue_file = tmp_path / "rogue.pem"
     rogue_ca.cert_pem.write_to_path(str(rogue_file))
-    worker = Worker({**worker_env, "REQUESTS_CA_BUNDLE": str(rogue_file), "CURL_CA_BUNDLE": str(rogue_file)}, tmp_path)
+    rogue_env = {name: str(rogue_file) for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")}
+    worker = Worker({**worker_env, **rogue_env}, tmp_path)
     worker.start()
     try:
         make(rogue_receiver.url("/rogue"))
@@ -269,18 +271,52 @@ def test_disabled_endpoint_receives_nothing_and_after_enable_the_same_secret_sig
     assert python_verifier()(got.body, got.headers["X-ClientFlow-Signature"], secret)
 
 
-def test_delivery_pending_when_the_worker_is_killed_is_sent_by_the_next_worker(worker, receiver, workspace, make):
-    make(receiver.url("/recover"))
-    # The first attempt fails, so the worker holds the retry (due in 1 s) when it dies.
-    receiver.script("/recover", 500)
-    delivery = publish(workspace).deliveries.get()
-    wait_for(lambda: delivery.attempts.count() == 1, message="the first attempt")
-    worker.kill()
-    delivery.refresh_from_db()
-    assert delivery.status == Delivery.Status.PENDING
+def test_delivery_pending_when_the_worker_is_killed_is_sent_by_the_next_worker(
+    worker_env, tmp_path, receiver, workspace, make
+):
+    # A 3 s retry leaves ample time to kill the worker while it holds the retry.
+    worker = Worker({**worker_env, "WEBHOOKS_RETRY_DELAYS": "3,3,3"}, tmp_path)
+    worker.start()
+    try:
+        make(receiver.url("/recover"))
+        receiver.script("/recover", 500)
+        delivery = publish(workspace).deliveries.get()
+        wait_for(lambda: delivery.attempts.count() == 1, message="the first attempt")
+        worker.kill()
+        delivery.refresh_from_db()
+        assert delivery.status == Delivery.Status.PENDING
+        assert len(receiver.received("/recover")) == 1
 
-    worker.start()  # a new worker process; beat's sweeper finds the due delivery
-    wait_ended(delivery, timeout=45)
+        worker.start()  # a new worker process; beat's sweeper finds the due delivery
+        wait_ended(delivery, timeout=45)
+    finally:
+        worker.stop()
     assert delivery.status == Delivery.Status.SUCCEEDED
     assert delivery.attempt_count == 2
     assert [r.headers["X-ClientFlow-Delivery"] for r in receiver.received("/recover")] == [str(delivery.id)] * 2
+
+
+def test_two_workers_never_claim_the_same_attempt(live_services, transactional_db, workspace, make):
+    from deliveries.services import _delivery_claim
+
+    make("https://hooks.example.com/in")
+    for _ in range(20):
+        delivery = publish(workspace).deliveries.get()
+        barrier = threading.Barrier(4)
+        results = []
+
+        def claim(delivery_id=delivery.id, barrier=barrier, results=results):
+            barrier.wait()
+            try:
+                results.append(_delivery_claim(delivery_id=delivery_id, now=timezone.now()))
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=claim) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(result is not None for result in results) == 1
+        delivery.refresh_from_db()
+        assert delivery.attempt_count == 1

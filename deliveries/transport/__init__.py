@@ -1,0 +1,117 @@
+"""The HTTP transport: one POST, one total deadline, certificates always verified.
+
+`post` is all the rest of the code base uses; `deadline` and `connection` hold the
+machinery (see their docstrings).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import requests
+import urllib3
+from django.utils import timezone
+
+from .connection import session
+from .deadline import Deadline
+
+
+@dataclass
+class AttemptResult:
+    started_at: datetime
+    duration_ms: int
+    request_headers: dict[str, str]
+    status_code: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: str = ""
+    error: str = ""
+
+
+def post(
+    *, url: str, body: bytes, headers: dict[str, str], timeout: float, ca_file: str | None, body_limit: int
+) -> AttemptResult:
+    """POST `body` to `url`, never following redirects, within `timeout` seconds in all
+    (DNS, connect, TLS, request and response).
+
+    Returns what happened; network, TLS and timeout errors are reported in ``error``
+    rather than raised.
+    """
+    http = session(ca_file)
+    prepared = http.prepare_request(
+        requests.Request("POST", url, data=body, headers={"Accept-Encoding": "identity", **headers})
+    )
+    result = AttemptResult(started_at=timezone.now(), duration_ms=0, request_headers=dict(prepared.headers))
+    start = time.monotonic()
+    with Deadline(timeout) as deadline:
+        try:
+            response = http.send(
+                prepared,
+                timeout=(deadline.remaining(), deadline.remaining()),
+                allow_redirects=False,
+                stream=True,
+            )
+            try:
+                result.status_code = response.status_code
+                result.response_headers = {_text(k): _text(v) for k, v in response.headers.items()}
+                result.response_body = _text(_read_limited(response, body_limit))
+            finally:
+                response.close()
+        except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as exc:
+            result.error = describe_error(exc)
+        expired = deadline.finish()
+    if expired:
+        # A socket shut down by the deadline can look like a clean end of the response,
+        # so whatever was parsed before it is not to be trusted: the attempt timed out.
+        result.status_code, result.response_headers, result.response_body = None, {}, ""
+        result.error = f"timed out after {timeout:g}s"
+    result.duration_ms = round((time.monotonic() - start) * 1000)
+    return result
+
+
+def _text(value: str) -> str:
+    """What a receiver sent, storable as text anywhere (PostgreSQL refuses NUL)."""
+    return value.replace("\x00", "\ufffd")
+
+
+def _read_limited(response: requests.Response, limit: int) -> str:
+    """At most `limit` bytes of the body; the rest is never read."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(chunk_size=min(limit, 4096) or 1):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit].decode("utf-8", errors="replace")
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, human reason for a failed request, without the library's wrapping."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        kind = "TLS error"
+    elif isinstance(exc, requests.exceptions.ConnectTimeout):
+        kind = "connect timed out"
+    elif isinstance(exc, requests.exceptions.ReadTimeout):
+        kind = "read timed out"
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        kind = "connection error"
+    else:
+        kind = "request error"
+    reason: BaseException = exc
+    # Unwrap requests → urllib3 MaxRetryError → the underlying cause.
+    while True:
+        inner = getattr(reason, "reason", None)
+        if isinstance(inner, BaseException):
+            reason = inner
+            continue
+        if reason.args and isinstance(reason.args[0], BaseException):
+            reason = reason.args[0]
+            continue
+        break
+    detail = str(reason)
+    # urllib3 prefixes "<connection object at 0x…>: "; drop it.
+    if ">: " in detail:
+        detail = detail.split(">: ", 1)[1]
+    return f"{kind}: {detail}" if detail else kind
