@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+CHROMIUM ?= /usr/bin/chromium
+
 .PHONY: run test lint format setup
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -12,6 +14,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+# Installed when we may (root with apt-get); otherwise those tests skip (and fail in CI).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "Chromium is missing: install Debian's chromium package to run the browser tests."; \
+	fi
 
 # Web on http://127.0.0.1:8000, a worker and beat, on SQLite and the filesystem broker
 # under var/ unless DATABASE_URL / CELERY_BROKER_URL say otherwise.
@@ -25,8 +36,8 @@ run: $(STAMP)
 
 # Tests run with production-like settings (DEBUG off) and a throwaway key.
 test: export SECRET_KEY ?= insecure-key-for-tests-only
-test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: $(STAMP) $(CHROMIUM)
+	CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

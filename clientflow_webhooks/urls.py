@@ -4,8 +4,13 @@ from django.urls import include, path
 from django.views import defaults
 from django.views.generic import TemplateView
 
+from . import views
+
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("", views.home, name="home"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("workspaces/<slug:slug>/settings/webhooks/", include("endpoints.urls")),
+    path("docs/receiving/", TemplateView.as_view(template_name="docs/receiving.html"), name="docs-receiving"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(("clientflow_webhooks.api_urls", "api"))),
 ]

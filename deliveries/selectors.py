@@ -51,3 +51,8 @@ def deliveries_of_workspace(*, workspace: Workspace) -> QuerySet[Delivery]:
     return (
         Delivery.objects.filter(event__workspace=workspace).select_related("event", "endpoint").order_by("-created_at")
     )
+
+
+def deliveries_of_endpoint(*, endpoint: Endpoint) -> QuerySet[Delivery]:
+    """An endpoint's deliveries, newest first."""
+    return Delivery.objects.filter(endpoint=endpoint).select_related("event").order_by("-created_at")

@@ -7,6 +7,9 @@ from django.contrib.auth import get_user_model
 from clientflow_webhooks.models import Membership, Workspace
 from endpoints.services import endpoint_create
 
+# The real worker, broker, database and HTTPS receivers: fixtures for tests/e2e and tests/browser.
+pytest_plugins = ["tests.services"]
+
 REQUIRE_SERVICES = os.environ.get("WEBHOOKS_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes"}
 
 

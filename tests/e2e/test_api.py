@@ -5,7 +5,7 @@ import json
 import pytest
 
 from deliveries.signing import signature_matches
-from tests.e2e.conftest import wait_for
+from tests.services import wait_for
 
 pytestmark = pytest.mark.services
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from deliveries.models import Delivery
 from deliveries.services import event_publish
 from endpoints.services import endpoint_create, endpoint_disable, endpoint_enable
-from tests.e2e.conftest import ROOT, TIMEOUT, Worker, wait_for
+from tests.services import ROOT, TIMEOUT, Worker, wait_for
 
 pytestmark = pytest.mark.services
 

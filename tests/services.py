@@ -1,4 +1,4 @@
-"""The real thing: a Celery worker process, Redis, PostgreSQL and an HTTPS receiver.
+"""Fixtures for the real thing: a Celery worker process, Redis, PostgreSQL and HTTPS receivers.
 
 Needs DATABASE_URL on PostgreSQL and CELERY_BROKER_URL on Redis (as `.ci/run` sets);
 skipped without them locally, failed without them in CI.
@@ -28,7 +28,7 @@ from django.db import connection
 from clientflow_webhooks.celery import app as celery_app
 from tests.conftest import skip_or_fail
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 2  # seconds per attempt in these tests, so that hanging receivers are quick
 SESSION_QUEUE = f"webhooks-test-{uuid.uuid4().hex[:8]}"
 

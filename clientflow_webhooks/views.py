@@ -1,0 +1,54 @@
+"""What every settings page shares: the workspace, resolved for the person asking."""
+
+from typing import Any
+
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+
+from .models import Membership, Workspace
+from .selectors import membership_for, workspaces_for
+
+
+class WorkspaceMixin(LoginRequiredMixin):
+    """Outsiders get 404, exactly as for a workspace that does not exist; members read,
+    and any POST from someone who is not an owner or admin is refused with 403."""
+
+    membership: Membership
+    workspace: Workspace
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        membership = membership_for(user=request.user, slug=kwargs["slug"])
+        if membership is None:
+            raise Http404("No such workspace.")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not membership.can_manage_webhooks:
+            raise PermissionDenied("Only the workspace's owners and admins can change webhooks.")
+        self.membership = membership
+        self.workspace = membership.workspace
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)  # type: ignore[misc]
+        context.update(workspace=self.workspace, can_manage=self.membership.can_manage_webhooks)
+        return context
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """Straight to the webhooks settings of the person's first workspace."""
+    if not request.user.is_authenticated:
+        return HttpResponseRedirect(reverse("login"))
+    workspace = workspaces_for(user=request.user).first()
+    if workspace is None:
+        return render(request, "no_workspace.html")
+    return HttpResponseRedirect(reverse("endpoints:list", kwargs={"slug": workspace.slug}))
+
+
+def workspaces(request: HttpRequest) -> dict[str, Any]:
+    """Context processor: the workspaces the signed-in person belongs to, for the switcher."""
+    if not getattr(request, "user", None) or not request.user.is_authenticated:
+        return {}
+    return {"my_workspaces": list(workspaces_for(user=request.user))}

@@ -1,0 +1,87 @@
+"""The settings pages as a person uses them, in Chromium."""
+
+import pytest
+from playwright.sync_api import expect
+
+from clientflow_webhooks.models import Membership, Workspace
+from endpoints.models import Endpoint
+from endpoints.services import endpoint_create
+from tests.browser.conftest import log_in
+from tests.conftest import make_user
+
+BASE = "/workspaces/acme/settings/webhooks/"
+
+
+@pytest.fixture
+def signed_in(page, owner, workspace):
+    log_in(page, "olivia", "pw-olivia-123")
+    return page
+
+
+def fill_new_endpoint(page, url, events=()):
+    page.goto(f"{BASE}new/")
+    page.get_by_label("URL").fill(url)
+    page.get_by_label("Description").fill("Billing system")
+    for name in events:
+        page.get_by_role("checkbox", name=name).check()
+    page.get_by_role("button", name="Create endpoint").click()
+
+
+def test_log_in_lands_on_webhooks_with_the_empty_state(signed_in):
+    expect(signed_in).to_have_url(f"{signed_in.url.split('/workspaces')[0]}{BASE}")
+    expect(signed_in.get_by_role("heading", name="No endpoints yet")).to_be_visible()
+    expect(signed_in.get_by_role("link", name="How to receive and verify webhooks")).to_be_visible()
+
+
+@pytest.mark.parametrize(
+    ("url", "events", "field", "message"),
+    [
+        ("http://hooks.example.com/in", ["invoice.paid"], "#id_url-error", "HTTPS is required."),
+        ("not a url", ["invoice.paid"], "#id_url-error", "Enter a valid URL"),
+        ("https://hooks.example.com/in", [], "#id_event_types-error", "Choose at least one event type."),
+    ],
+)
+def test_form_errors_appear_beside_their_field_and_keep_the_input(signed_in, url, events, field, message):
+    fill_new_endpoint(signed_in, url, events)
+    expect(signed_in.locator(field)).to_contain_text(message)
+    expect(signed_in.get_by_label("URL")).to_have_value(url)
+    expect(signed_in.get_by_label("Description")).to_have_value("Billing system")
+    for name in events:
+        expect(signed_in.get_by_role("checkbox", name=name)).to_be_checked()
+    assert not Endpoint.objects.exists()
+
+
+def test_all_in_this_group_ticks_the_group(signed_in):
+    signed_in.goto(f"{BASE}new/")
+    group = signed_in.locator('fieldset[data-group="invoice"]')
+    group.get_by_label("All in this group").check()
+    for name in ("invoice.paid", "invoice.overdue", "invoice.refunded"):
+        expect(signed_in.get_by_role("checkbox", name=name)).to_be_checked()
+    expect(signed_in.get_by_role("checkbox", name="task.created")).not_to_be_checked()
+
+
+def test_a_member_sees_no_change_buttons(page, workspace):
+    _endpoint, _ = endpoint_create(
+        workspace=workspace, url="https://hooks.example.com/in", event_types=["task.created"]
+    )
+    make_user("mia", workspace, Membership.Role.MEMBER)
+    log_in(page, "mia", "pw-mia-123")
+    page.goto(BASE)
+    expect(page.get_by_role("link", name="https://hooks.example.com/in")).to_be_visible()
+    expect(page.get_by_role("link", name="New endpoint")).to_have_count(0)
+    page.get_by_role("link", name="https://hooks.example.com/in").click()
+    expect(page.get_by_role("heading", name="Recent deliveries")).to_be_visible()
+    for name in ("Send Test Event", "Disable", "Edit", "Rotate secret", "Delete"):
+        expect(page.get_by_role("button", name=name)).to_have_count(0)
+        expect(page.get_by_role("link", name=name, exact=True)).to_have_count(0)
+
+
+def test_an_outsider_gets_404(page, workspace):
+    other = Workspace.objects.create(slug="beta", name="Beta")
+    make_user("bob", other, Membership.Role.OWNER)
+    endpoint, _ = endpoint_create(workspace=workspace, url="https://hooks.example.com/in", event_types=["task.created"])
+    log_in(page, "bob", "pw-bob-123")
+    for path in (BASE, f"{BASE}{endpoint.id}/", f"{BASE}new/"):
+        response = page.goto(path)
+        assert response.status == 404
+        assert "hooks.example.com" not in page.content()

@@ -1,0 +1,182 @@
+"""The settings pages over HTTP (Django's test client); tests/browser drives them in Chromium."""
+
+import pytest
+from django.utils import timezone
+
+from clientflow_webhooks.models import Membership, Workspace
+from deliveries.models import Delivery, DeliveryAttempt
+from deliveries.services import event_publish
+from endpoints.models import Endpoint
+from tests.conftest import make_user
+
+BASE = "/workspaces/acme/settings/webhooks/"
+GOOD = {"url": "https://hooks.example.com/in", "description": "CRM", "event_types": ["invoice.paid", "task.created"]}
+
+
+@pytest.fixture
+def browser_client(client, owner, workspace):
+    client.force_login(owner)
+    return client
+
+
+def create(client, **overrides):
+    return client.post(f"{BASE}new/", {**GOOD, **overrides})
+
+
+def test_anonymous_people_are_sent_to_log_in(client, workspace):
+    response = client.get(BASE)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_empty_state_explains_webhooks_and_links_the_receiving_docs(browser_client):
+    page = browser_client.get(BASE).content.decode()
+    assert "No endpoints yet" in page
+    assert 'href="/docs/receiving/"' in page
+    assert "New endpoint" in page
+    assert browser_client.get("/docs/receiving/").status_code == 200
+
+
+def test_create_shows_the_secret_once(browser_client):
+    response = create(browser_client)
+    endpoint = Endpoint.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"{BASE}{endpoint.id}/secret/"
+    first = browser_client.get(response["Location"])
+    assert endpoint.secret in first.content.decode()
+    assert "will not be shown again" in first.content.decode()
+    assert "no-store" in first["Cache-Control"]
+    again = browser_client.get(response["Location"]).content.decode()
+    assert endpoint.secret not in again
+    assert "is not shown again" in again
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"url": "http://hooks.example.com/in"}, "HTTPS is required."),
+        ({"url": "not a url"}, "Enter a valid URL, such as https://example.com/webhooks."),
+        ({"event_types": []}, "Choose at least one event type."),
+    ],
+)
+def test_form_errors_appear_and_keep_what_was_typed(browser_client, overrides, message):
+    response = create(browser_client, **overrides)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert message in page
+    assert 'value="CRM"' in page
+    if overrides.get("url"):
+        assert f'value="{overrides["url"]}"' in page
+    if "event_types" not in overrides:
+        assert 'value="invoice.paid" data-group-member="invoice" checked' in page
+    assert not Endpoint.objects.exists()
+
+
+def test_disable_and_enable_need_confirmation_and_keep_the_secret(browser_client):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    confirm = browser_client.get(f"{BASE}{endpoint.id}/disable/").content.decode()
+    assert "signing secret stay the same" in confirm
+    assert Endpoint.objects.get().enabled  # a GET changes nothing
+    browser_client.post(f"{BASE}{endpoint.id}/disable/")
+    assert not Endpoint.objects.get().enabled
+    detail = browser_client.get(f"{BASE}{endpoint.id}/").content.decode()
+    assert "Disabled" in detail and "secret stays the same" in detail
+    browser_client.post(f"{BASE}{endpoint.id}/enable/")
+    assert Endpoint.objects.get().enabled
+    assert Endpoint.objects.get().secret == endpoint.secret
+
+
+def test_rotate_shows_the_new_secret_once(browser_client):
+    create(browser_client)
+    old = Endpoint.objects.get().secret
+    response = browser_client.post(f"{BASE}{Endpoint.objects.get().id}/rotate-secret/")
+    new = Endpoint.objects.get().secret
+    assert new != old
+    assert new in browser_client.get(response["Location"]).content.decode()
+    assert new not in browser_client.get(response["Location"]).content.decode()
+
+
+def test_send_test_event_shows_the_result_on_the_page(browser_client):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    response = browser_client.post(f"{BASE}{endpoint.id}/test/")
+    delivery = Delivery.objects.get()
+    assert response["Location"] == f"{BASE}{endpoint.id}/?test={delivery.id}#test-result"
+    page = browser_client.get(response["Location"]).content.decode()
+    assert "Test event sent" in page
+    assert str(delivery.id) in page
+
+
+def test_edit_keeps_the_secret_and_delete_keeps_the_history(browser_client, workspace):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    edit = browser_client.get(f"{BASE}{endpoint.id}/edit/").content.decode()
+    assert 'value="https://hooks.example.com/in"' in edit
+    browser_client.post(f"{BASE}{endpoint.id}/edit/", {**GOOD, "url": "https://new.example.com/in"})
+    assert Endpoint.objects.get().url == "https://new.example.com/in"
+    assert Endpoint.objects.get().secret == endpoint.secret
+    event_publish(workspace=workspace, event_type="invoice.paid", data={})
+    browser_client.post(f"{BASE}{endpoint.id}/delete/")
+    assert not Endpoint.objects.exists()
+    assert Delivery.objects.get().endpoint is None
+
+
+def test_delivery_page_shows_payload_and_attempts(browser_client, workspace):
+    create(browser_client)
+    delivery = event_publish(workspace=workspace, event_type="invoice.paid", data={"invoice": "inv_7"}).deliveries.get()
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        number=1,
+        started_at=timezone.now(),
+        duration_ms=42,
+        request_headers={"X-ClientFlow-Delivery": str(delivery.id)},
+        response_status=503,
+        response_body="try later",
+        error="HTTP 503",
+        outcome="transient",
+    )
+    page = browser_client.get(f"{BASE}deliveries/{delivery.id}/").content.decode()
+    assert "inv_7" in page and "try later" in page and "42 ms" in page and "HTTP 503" in page
+
+
+def test_a_member_sees_everything_but_no_change_buttons_and_a_forged_post_is_403(client, workspace):
+    owner = Membership.objects.get(workspace=workspace).user
+    client.force_login(owner)
+    create(client)
+    endpoint = Endpoint.objects.get()
+    member = make_user("mia", workspace, Membership.Role.MEMBER)
+    client.force_login(member)
+    listing = client.get(BASE).content.decode()
+    assert "hooks.example.com" in listing and "New endpoint" not in listing
+    detail = client.get(f"{BASE}{endpoint.id}/").content.decode()
+    for button in ("Send Test Event", "Disable", "Rotate secret", "Delete", "Edit"):
+        assert button not in detail
+    for path in ("new/", f"{endpoint.id}/disable/", f"{endpoint.id}/edit/", f"{endpoint.id}/rotate-secret/"):
+        assert client.get(BASE + path).status_code == 403
+    for path in ("new/", f"{endpoint.id}/disable/", f"{endpoint.id}/test/", f"{endpoint.id}/delete/"):
+        assert client.post(BASE + path, GOOD).status_code == 403
+    assert Endpoint.objects.get().enabled and Endpoint.objects.count() == 1
+    assert not Delivery.objects.exists()
+
+
+def test_outsiders_get_404_everywhere(client, workspace):
+    owner = Membership.objects.get(workspace=workspace).user
+    client.force_login(owner)
+    create(client)
+    endpoint = Endpoint.objects.get()
+    other = Workspace.objects.create(slug="beta", name="Beta")
+    client.force_login(make_user("bob", other, Membership.Role.OWNER))
+    for path in ("", "new/", f"{endpoint.id}/", f"{endpoint.id}/secret/", f"{endpoint.id}/disable/"):
+        assert client.get(BASE + path).status_code == 404
+        assert client.post(BASE + path, GOOD).status_code == 404
+    assert Endpoint.objects.get().enabled
+
+
+def test_workspace_switcher_lists_every_workspace_of_the_person(client, workspace, owner):
+    other = Workspace.objects.create(slug="beta", name="Beta Studio")
+    Membership.objects.create(user=owner, workspace=other, role="member")
+    client.force_login(owner)
+    page = client.get(BASE).content.decode()
+    assert 'href="/workspaces/beta/settings/webhooks/"' in page
+    assert client.get("/").status_code == 302
