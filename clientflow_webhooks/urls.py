@@ -16,6 +16,13 @@ urlpatterns = [
 ]
 
 
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Under /api/ a request Django itself refuses (too many fields, …) answers in JSON."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Under /api/ a URL that matches nothing answers like the API does: JSON."""
     if request.path.startswith("/api/"):
@@ -29,5 +36,6 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
+handler400 = bad_request
 handler404 = not_found
 handler500 = server_error

@@ -5,14 +5,20 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from clientflow_webhooks.api import ERRORS_READ, ERRORS_WRITE, VALIDATION_ERROR, WorkspaceAPIView, error_response
+from clientflow_webhooks.api import (
+    ERRORS_READ,
+    ERRORS_WRITE,
+    VALIDATION_ERROR,
+    TimeCursorPagination,
+    WorkspaceAPIView,
+    error_response,
+)
 from deliveries.selectors import endpoints_with_health
 from deliveries.serializers import DeliveryOutput
 from deliveries.services import send_test_event
@@ -37,8 +43,9 @@ class EventTypeListApi(APIView):
 
     @extend_schema(
         operation_id="event_types_list",
-        responses={200: EventTypeOutput(many=True)},
-        summary="The event types an endpoint can subscribe to",
+        responses={200: EventTypeOutput(many=True), 401: ERRORS_READ[401], 406: ERRORS_READ[406]},
+        description="The event types an endpoint can subscribe to. Public: no credentials needed "
+        "(a token that is sent must be valid).",
     )
     def get(self, request: Request) -> Response:
         return Response(EventTypeOutput(catalogue.SUBSCRIBABLE, many=True).data)
@@ -64,7 +71,11 @@ class EndpointAPIView(WorkspaceAPIView):
 
 
 class EndpointListApi(EndpointAPIView):
-    @extend_schema(operation_id="endpoints_list", responses={200: EndpointOutput(many=True), **ERRORS_READ})
+    @extend_schema(
+        operation_id="endpoints_list",
+        responses={200: EndpointOutput(many=True), **ERRORS_READ},
+        description="The workspace's endpoints with their health figures. Never their secrets.",
+    )
     def get(self, request: Request, slug: str) -> Response:
         return Response(EndpointOutput(self.endpoints(), many=True).data)
 
@@ -82,7 +93,11 @@ class EndpointListApi(EndpointAPIView):
 
 
 class EndpointDetailApi(EndpointAPIView):
-    @extend_schema(operation_id="endpoints_retrieve", responses={200: EndpointOutput, **ERRORS_READ})
+    @extend_schema(
+        operation_id="endpoints_retrieve",
+        responses={200: EndpointOutput, **ERRORS_READ},
+        description="One endpoint with its health figures. Never its secret.",
+    )
     def get(self, request: Request, slug: str, endpoint_id: int) -> Response:
         return Response(EndpointOutput(self.get_endpoint(endpoint_id)).data)
 
@@ -102,6 +117,7 @@ class EndpointDetailApi(EndpointAPIView):
     @extend_schema(
         operation_id="endpoints_destroy",
         responses={204: OpenApiResponse(description="Deleted; its deliveries stay as history."), **ERRORS_WRITE},
+        description="Deletes the endpoint. Its deliveries and audit trail stay.",
     )
     def delete(self, request: Request, slug: str, endpoint_id: int) -> Response:
         services.endpoint_delete(endpoint=self.get_endpoint(endpoint_id), actor=request.user)
@@ -167,9 +183,8 @@ class EndpointRotateSecretApi(EndpointAPIView):
         return self.render(endpoint_id, secret=secret)
 
 
-class AuditPagination(CursorPagination):
+class AuditPagination(TimeCursorPagination):
     ordering = ("-created_at", "-id")
-    page_size = 50
 
 
 class EndpointAuditApi(EndpointAPIView, generics.ListAPIView):
@@ -178,8 +193,20 @@ class EndpointAuditApi(EndpointAPIView, generics.ListAPIView):
     queryset = EndpointAuditEntry.objects.none()  # for the schema generator
 
     def get_queryset(self):
-        return self.get_endpoint(self.kwargs["endpoint_id"]).audit_entries.select_related("actor")
+        # By id, not through the endpoint: the trail outlives a deleted endpoint.
+        endpoint_id = self.kwargs["endpoint_id"]
+        entries = EndpointAuditEntry.objects.filter(
+            workspace=self.workspace, endpoint_id=endpoint_id if endpoint_id <= MAX_ID else 0
+        ).select_related("actor")
+        if not entries.exists():
+            raise NotFound()
+        return entries
 
-    @extend_schema(operation_id="endpoints_audit", responses={200: AuditEntryOutput(many=True), **ERRORS_READ})
+    @extend_schema(
+        operation_id="endpoints_audit",
+        responses={200: AuditEntryOutput(many=True), **ERRORS_READ},
+        description="Every change to the endpoint, newest first: action, who, when and what changed. "
+        "Still readable after the endpoint is deleted.",
+    )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)

@@ -2,6 +2,7 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from . import event_types as catalogue
 from .models import Endpoint, EndpointAuditEntry
@@ -20,6 +21,8 @@ class EventTypesField(serializers.Field):
     def to_internal_value(self, data: Any) -> list[str]:
         if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
             self.fail("not_a_list")
+        for item in data:
+            ProhibitSurrogateCharactersValidator()(item)
         return data
 
     def to_representation(self, value: list[str]) -> list[str]:

@@ -128,6 +128,8 @@ def endpoint_update(
     description: str = _UNSET,
 ) -> Endpoint:
     """Change the URL, event types or description; the secret stays the same."""
+    # Serialise concurrent edits of one endpoint (two PATCHes adding the same event type).
+    Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
     given = {
         name: (validate, value)
         for name, validate, value in (

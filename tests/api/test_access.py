@@ -117,12 +117,16 @@ def target(workspace, make_endpoint):
         ("anonymous", 401),
     ],
 )
-def test_role_matrix_over_every_write(workspace, target, api, role, expected):
+@pytest.mark.parametrize("auth", ["token", "session"])
+def test_role_matrix_over_every_write(workspace, target, api, role, expected, auth):
     endpoint, delivery = target
+    user = None
     if role in ("owner", "admin", "member"):
-        api.as_user(make_user(f"{role}-user", workspace, role))
+        user = make_user(f"{role}-user", workspace, role)
     elif role == "outsider":
-        api.as_user(make_user("outsider"))
+        user = make_user("outsider")
+    if user is not None:
+        api.as_user(user) if auth == "token" else api.force_login(user)
     writes = [r for r in routes("acme", endpoint.id, delivery.id) if r[0] != "get"]
     assert len(writes) == len(WRITES)
     for method, url, body in writes:
@@ -130,6 +134,7 @@ def test_role_matrix_over_every_write(workspace, target, api, role, expected):
         response = getattr(api, method)(url, body, format="json")
         if expected == "allowed":
             assert response.status_code in (200, 201, 202, 204), (method, url, response.content)
+            assert snapshot() != before, (method, url)  # the write happened
         else:
             assert response.status_code == expected, (method, url, response.status_code)
             assert "detail" in response.json()
@@ -152,3 +157,15 @@ def test_anonymous_reads_get_401(workspace, target, api):
     for method, url, _ in routes("acme", endpoint.id, delivery.id):
         if method == "get":
             assert api.get(url).status_code == 401, url
+
+
+def test_throttling_never_comes_before_the_404_or_the_403(workspace, target, api, settings):
+    settings.WEBHOOKS_TEST_EVENT_RATE = "2/minute"
+    endpoint, _ = target
+    url = f"/api/v1/workspaces/acme/endpoints/{endpoint.id}/test/"
+    api.as_user(make_user("outsider"))
+    assert [api.post(url).status_code for _ in range(4)] == [404] * 4
+    api.as_user(make_user("mia", workspace, Membership.Role.MEMBER))
+    assert [api.post(url).status_code for _ in range(4)] == [403] * 4
+    api.as_user(Membership.objects.get(workspace=workspace, role="owner").user)
+    assert [api.post(url).status_code for _ in range(3)] == [202, 202, 429]

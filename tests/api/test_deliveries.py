@@ -126,3 +126,42 @@ def test_detail_shows_payload_and_every_attempt(client, history):
 def test_unknown_delivery_is_404(client, history):
     assert client.get(f"{BASE}00000000-0000-0000-0000-000000000000/").status_code == 404
     assert client.get(f"{BASE}not-a-uuid/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "abc",
+        "2024-01-01T00:00:00",
+    ],
+)
+@pytest.mark.parametrize("path", [BASE, "audit"])
+def test_a_crafted_cursor_is_404_never_500(client, history, position, path):
+    import base64
+    from urllib.parse import quote
+
+    if path == "audit":
+        path = f"/api/v1/workspaces/acme/endpoints/{history['paid'].id}/audit/"
+    cursor = base64.b64encode(f"p={quote(position)}".encode()).decode()
+    response = client.get(path, {"cursor": cursor})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid cursor"}
+
+
+def test_a_cursor_with_an_offset_postgresql_refuses_still_works(client, history):
+    import base64
+
+    cursor = base64.b64encode(b"p=2024-01-01T00:00:00%2B20:00").decode()
+    assert client.get(BASE, {"cursor": cursor}).status_code == 200
+
+
+def test_pages_do_not_skip_or_repeat_rows_with_equal_times(client, history):
+    Delivery.objects.update(created_at=timezone.now())
+    pages, url = [], f"{BASE}?page_size=1"
+    while url:
+        body = client.get(url).json()
+        pages += [d["id"] for d in body["results"]]
+        url = body["next"]
+    assert sorted(pages) == sorted(str(i) for i in Delivery.objects.values_list("id", flat=True))

@@ -152,7 +152,8 @@ def test_delete_keeps_deliveries_as_history(client, workspace):
     delivery.refresh_from_db()
     assert delivery.endpoint_id is None
     assert client.get(f"/api/v1/workspaces/acme/deliveries/{delivery.id}/").json()["endpoint"] is None
-    assert EndpointAuditEntry.objects.filter(endpoint_id=created["id"]).latest("id").action == "deleted"
+    trail = client.get(f"{BASE}{created['id']}/audit/").json()["results"]
+    assert [e["action"] for e in trail] == ["deleted", "created"]
 
 
 def test_audit_records_every_change_with_who_and_when(client, owner):
@@ -230,3 +231,34 @@ def test_endpoints_list_shows_only_this_workspace(client, workspace, db):
     endpoint_create(workspace=other, url="https://beta.example.com/", event_types=["invoice.paid"])
     create(client)
     assert [e["url"] for e in client.get(BASE).json()] == [GOOD["url"]]
+
+
+def test_unknown_audit_trail_is_404(client):
+    assert client.get(f"{BASE}12345/audit/").status_code == 404
+
+
+def test_surrogates_in_event_types_are_400_not_500(client):
+    response = client.post(
+        BASE, '{"url": "https://ex.example.com/", "event_types": ["\\ud800"]}', content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert list(response.json()) == ["event_types"]
+
+
+def test_only_json_bodies_are_accepted_and_errors_stay_json(client):
+    form = client.post(
+        BASE, "url=https://ex.example.com/&event_types=invoice.paid", content_type="application/x-www-form-urlencoded"
+    )
+    assert form.status_code == 415
+    assert "detail" in form.json()
+    many = client.post(BASE, "&".join(f"f{i}=1" for i in range(1200)), content_type="application/x-www-form-urlencoded")
+    assert many.status_code == 415 and many["Content-Type"] == "application/json"
+    html = client.get(BASE, HTTP_ACCEPT="text/html")
+    assert html.status_code == 406
+    assert html.json() == {"detail": "Could not satisfy the request Accept header."}
+    assert not Endpoint.objects.exists()
+
+
+def test_a_bad_token_is_401_even_on_the_public_catalogue(api, db):
+    api.credentials(HTTP_AUTHORIZATION="Token nope")
+    assert api.get("/api/v1/event-types/").status_code == 401
