@@ -1,6 +1,7 @@
 import secrets
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -51,6 +52,9 @@ class Delivery(models.Model):
     endpoint = models.ForeignKey(Endpoint, on_delete=models.SET_NULL, null=True, related_name="deliveries")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempt_count = models.PositiveIntegerField(default=0)
+    # Attempts made before the current retry schedule began: a replay starts a fresh
+    # 1 s / 2 s / 4 s schedule while the attempt numbers go on.
+    attempts_before_replay = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # Held while an attempt is in flight; a lease that ran out means the worker was lost.
     locked_until = models.DateTimeField(null=True, blank=True)
@@ -61,6 +65,7 @@ class Delivery(models.Model):
 
     class Meta:
         verbose_name_plural = "deliveries"
+        permissions = [("replay_delivery", "Can replay a dead letter")]
         indexes = [
             # The sweeper: pending deliveries by due time.
             models.Index(fields=["next_attempt_at"], name="delivery_pending_due", condition=Q(status="pending")),
@@ -79,6 +84,37 @@ class Delivery(models.Model):
     @property
     def is_dead_letter(self) -> bool:
         return self.status in self.DEAD_LETTER_STATUSES
+
+
+class DeadLetterManager(models.Manager["DeadLetter"]):
+    def get_queryset(self) -> models.QuerySet["DeadLetter"]:
+        return super().get_queryset().filter(status__in=Delivery.DEAD_LETTER_STATUSES)
+
+
+class DeadLetter(Delivery):
+    """A delivery that ended failed or exhausted: what support sees and replays."""
+
+    objects = DeadLetterManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+
+
+class DeliveryReplay(models.Model):
+    """One delivery put back on its way from the dead letters: who did it and when."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="replays")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    # The deliveries replayed together share a batch.
+    batch = models.UUIDField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} replayed by {self.actor}"
 
 
 class DeliveryAttempt(models.Model):

@@ -56,3 +56,14 @@ def deliveries_of_workspace(*, workspace: Workspace) -> QuerySet[Delivery]:
 def deliveries_of_endpoint(*, endpoint: Endpoint) -> QuerySet[Delivery]:
     """An endpoint's deliveries, newest first."""
     return Delivery.objects.filter(endpoint=endpoint).select_related("event").order_by("-created_at")
+
+
+def dead_letter_counts(*, endpoints: QuerySet[Endpoint]) -> list[tuple[Endpoint, int]]:
+    """Each endpoint with how many dead letters it has (one grouped query)."""
+    counts = dict(
+        Delivery.objects.filter(endpoint__in=endpoints, status__in=Delivery.DEAD_LETTER_STATUSES)
+        .values("endpoint_id")
+        .annotate(n=Count("id"))
+        .values_list("endpoint_id", "n")
+    )
+    return [(endpoint, counts.get(endpoint.id, 0)) for endpoint in endpoints]

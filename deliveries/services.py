@@ -2,11 +2,14 @@
 
 import json
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
@@ -20,7 +23,7 @@ from endpoints.models import Endpoint
 from endpoints.selectors import endpoints_subscribed
 
 from . import policy, selectors, transport
-from .models import Delivery, DeliveryAttempt, Event
+from .models import Delivery, DeliveryAttempt, DeliveryReplay, Event
 from .signing import signature_header
 
 logger = logging.getLogger(__name__)
@@ -209,7 +212,8 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
         )
         return None
     number = delivery.attempt_count
-    if number > max_attempts():
+    in_schedule = number - delivery.attempts_before_replay  # this attempt's place in the schedule
+    if in_schedule > max_attempts():
         # Numbers were reserved by attempts whose worker died before recording them.
         _delivery_end(
             delivery=delivery,
@@ -238,7 +242,7 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
     elif outcome == policy.Outcome.PERMANENT:
         update.update(status=Delivery.Status.FAILED, completed_at=ended_at, next_attempt_at=None)
     else:
-        delay = policy.retry_delay(failed_attempts=number, delays=settings.WEBHOOKS_RETRY_DELAYS)
+        delay = policy.retry_delay(failed_attempts=in_schedule, delays=settings.WEBHOOKS_RETRY_DELAYS)
         if delay is None:
             update.update(status=Delivery.Status.EXHAUSTED, completed_at=ended_at, next_attempt_at=None)
         else:
@@ -275,3 +279,54 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
         f"retry in {delay:g}s" if delay is not None else update["status"],
     )
     return attempt
+
+
+@dataclass
+class ReplayResult:
+    replayed: list[Delivery] = field(default_factory=list)
+    # Why each refused delivery was refused: reason -> deliveries.
+    refused: dict[str, list[Delivery]] = field(default_factory=dict)
+
+
+REFUSED_NOT_DEAD = "it is not a dead letter"
+REFUSED_DELETED = "its endpoint was deleted"
+REFUSED_DISABLED = "its endpoint is disabled"
+
+
+@transaction.atomic
+def delivery_replay(*, deliveries: Iterable[Delivery], actor: AbstractBaseUser | None) -> ReplayResult:
+    """Send dead letters again: the same event bytes, to the endpoint's current URL with its
+    current secret, on a fresh retry schedule. A delivery keeps its id and earlier attempts;
+    the new ones follow. Deliveries whose endpoint is deleted or disabled are refused."""
+    result = ReplayResult()
+    for delivery in deliveries:
+        if delivery.status not in Delivery.DEAD_LETTER_STATUSES:
+            reason = REFUSED_NOT_DEAD
+        elif delivery.endpoint_id is None:
+            reason = REFUSED_DELETED
+        elif not delivery.endpoint.enabled:
+            reason = REFUSED_DISABLED
+        else:
+            result.replayed.append(delivery)
+            continue
+        result.refused.setdefault(reason, []).append(delivery)
+    ids = [d.id for d in result.replayed]
+    if not ids:
+        return result
+    now = timezone.now()
+    # Conditional on still being dead letters, in case two people replay at once.
+    Delivery.objects.filter(id__in=ids, status__in=Delivery.DEAD_LETTER_STATUSES).update(
+        status=Delivery.Status.PENDING,
+        attempts_before_replay=F("attempt_count"),
+        next_attempt_at=now,
+        locked_until=None,
+        completed_at=None,
+    )
+    batch = uuid.uuid4()
+    DeliveryReplay.objects.bulk_create(
+        DeliveryReplay(delivery_id=delivery_id, actor=actor, batch=batch) for delivery_id in ids
+    )
+    delivery_ids = [str(i) for i in ids]
+    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=delivery_ids), robust=True)
+    logger.info("replay %s by %s: %d deliveries", batch, actor, len(ids))
+    return result

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Endpoint
+from .models import Endpoint, EndpointAuditEntry
 
 
 @admin.register(Endpoint)
@@ -21,4 +21,22 @@ class EndpointAdmin(admin.ModelAdmin):
         return False  # endpoints get their secret through endpoint_create only
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(EndpointAuditEntry)
+class EndpointAuditEntryAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "endpoint_id", "action", "actor", "workspace"]
+    list_filter = ["action"]
+    list_select_related = ["actor", "workspace"]
+    readonly_fields = ["created_at", "workspace", "endpoint_id", "action", "actor", "changes"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

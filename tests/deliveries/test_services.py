@@ -359,3 +359,37 @@ def test_the_sweeper_sends_an_overdue_delivery_once_per_grace_period(workspace, 
     assert services.deliveries_sweep() == 1
     assert services.deliveries_sweep() == 0
     assert enqueued == [([str(delivery.id)], 0)]
+
+
+@responses.activate
+def test_a_replay_starts_a_fresh_schedule_and_keeps_numbering(
+    workspace, make_endpoint, enqueued, fast_retries, django_capture_on_commit_callbacks, owner
+):
+    make_endpoint(url=URL)
+    delivery = publish(workspace).deliveries.get()
+    responses.post(URL, status=503)
+    for _ in range(4):
+        make_due(delivery.id)
+        services.delivery_attempt(delivery_id=delivery.id)
+    delivery.refresh_from_db()
+    assert delivery.status == "exhausted"
+
+    result = services.delivery_replay(deliveries=[delivery], actor=owner)
+    assert result.replayed == [delivery] and result.refused == {}
+    enqueued.clear()
+    for _ in range(4):
+        make_due(delivery.id)
+        with django_capture_on_commit_callbacks(execute=True):
+            services.delivery_attempt(delivery_id=delivery.id)
+    delivery.refresh_from_db()
+    assert delivery.status == "exhausted"
+    assert [a.number for a in delivery.attempts.all()] == list(range(1, 9))
+    assert [c[1] for c in enqueued] == [1, 2, 4]  # the same 1 s / 2 s / 4 s after the replay
+
+
+def test_replay_refuses_what_is_not_a_dead_letter(workspace, make_endpoint, enqueued, owner):
+    make_endpoint()
+    delivery = publish(workspace).deliveries.get()
+    result = services.delivery_replay(deliveries=[delivery], actor=owner)
+    assert result.replayed == []
+    assert result.refused == {services.REFUSED_NOT_DEAD: [delivery]}
