@@ -49,13 +49,15 @@ def endpoints_with_health(*, endpoints: QuerySet[Endpoint], now: datetime | None
 def deliveries_of_workspace(*, workspace: Workspace) -> QuerySet[Delivery]:
     """A workspace's deliveries, newest first, with what a listing shows."""
     return (
-        Delivery.objects.filter(event__workspace=workspace).select_related("event", "endpoint").order_by("-created_at")
+        Delivery.objects.filter(event__workspace=workspace)
+        .select_related("event", "endpoint")
+        .order_by("-created_at", "-id")
     )
 
 
 def deliveries_of_endpoint(*, endpoint: Endpoint) -> QuerySet[Delivery]:
     """An endpoint's deliveries, newest first."""
-    return Delivery.objects.filter(endpoint=endpoint).select_related("event").order_by("-created_at")
+    return Delivery.objects.filter(endpoint=endpoint).select_related("event").order_by("-created_at", "-id")
 
 
 def dead_letter_counts(*, endpoints: QuerySet[Endpoint]) -> list[tuple[Endpoint, int]]:

@@ -1,8 +1,10 @@
 from itertools import groupby
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from . import event_types as catalogue
+from . import services
 
 GROUP_LABELS = {"project": "Projects", "task": "Tasks", "client": "Clients", "invoice": "Invoices", "team": "Team"}
 
@@ -25,6 +27,21 @@ class EndpointForm(forms.Form):
         required=False,  # the service says "Choose at least one event type."
         widget=forms.CheckboxSelectMultiple,
     )
+
+    def clean(self) -> dict:
+        """The service's own checks, so that every field's error shows at once."""
+        cleaned = super().clean()
+        for name, validate in (
+            ("url", services.validate_url),
+            ("event_types", services.validate_event_types),
+            ("description", services.validate_description),
+        ):
+            if name in cleaned:
+                try:
+                    validate(cleaned[name])
+                except ValidationError as exc:
+                    self.add_error(name, exc.message_dict[name])
+        return cleaned
 
     def event_type_groups(self) -> list[tuple[str, str, list[tuple[catalogue.EventType, bool]]]]:
         """(group, label, [(event type, checked)]) for the grouped checkboxes."""

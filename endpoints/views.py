@@ -1,5 +1,6 @@
 """Settings → Webhooks pages. Thin: parse a form, call a service, render or redirect."""
 
+import time
 import uuid
 from typing import Any
 
@@ -21,12 +22,22 @@ from .api import MAX_ID, TestEventThrottle
 from .forms import EndpointForm
 from .models import Endpoint
 
-# Where a new secret waits, in the person's session, until the page that shows it once.
-SECRET_SESSION_KEY = "endpoints.new_secret"  # noqa: S105 - a session key name
+# Where new secrets wait, in the person's session, for the page that shows each once:
+# {endpoint id: [secret, expiry as a Unix time]}. Any other page clears them.
+SECRET_SESSION_KEY = "endpoints.new_secrets"  # noqa: S105 - a session key name
+SECRET_WAITS_SECONDS = 300
 DELIVERIES_PER_PAGE = 20
 
 
 class EndpointMixin(WorkspaceMixin):
+    keeps_waiting_secrets = False
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # A secret not picked up by the very next page is not kept in the session.
+        if request.method == "GET" and not self.keeps_waiting_secrets:
+            request.session.pop(SECRET_SESSION_KEY, None)
+        return super().dispatch(request, *args, **kwargs)
+
     def get_endpoint(self) -> Endpoint:
         endpoint_id = self.kwargs["endpoint_id"]
         endpoint = (
@@ -47,7 +58,9 @@ class EndpointMixin(WorkspaceMixin):
         return reverse(f"endpoints:{name}", kwargs=kwargs)
 
     def show_secret_once(self, endpoint: Endpoint, secret: str) -> HttpResponse:
-        self.request.session[SECRET_SESSION_KEY] = {"endpoint": endpoint.id, "secret": secret}
+        waiting = self.request.session.get(SECRET_SESSION_KEY, {})
+        waiting[str(endpoint.id)] = [secret, time.time() + SECRET_WAITS_SECONDS]
+        self.request.session[SECRET_SESSION_KEY] = waiting
         return HttpResponseRedirect(self.url("secret", endpoint))
 
 
@@ -108,14 +121,18 @@ class EndpointSecretView(EndpointMixin, TemplateView):
     """Shows a new signing secret once: the session hands it over and forgets it."""
 
     template_name = "endpoints/secret.html"
+    keeps_waiting_secrets = True
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         endpoint = self.get_endpoint()
-        waiting = self.request.session.get(SECRET_SESSION_KEY)
         secret = None
-        if waiting and waiting.get("endpoint") == endpoint.id:
-            secret = waiting["secret"]
-            del self.request.session[SECRET_SESSION_KEY]
+        # Only a GET hands the secret over: a HEAD (a link checker) must not use it up.
+        if self.request.method == "GET":
+            waiting = self.request.session.get(SECRET_SESSION_KEY, {})
+            entry = waiting.pop(str(endpoint.id), None)
+            self.request.session[SECRET_SESSION_KEY] = waiting
+            if entry and entry[1] > time.time():
+                secret = entry[0]
         return super().get_context_data(endpoint=endpoint, secret=secret, **kwargs)
 
 
@@ -202,7 +219,7 @@ class EndpointDeleteView(EndpointConfirmView):
     action, title, button, danger = "delete", "Delete this endpoint?", "Delete endpoint", True
     explanation = (
         "It stops receiving events and its configuration and secret are gone. "
-        "Its past deliveries stay in the workspace's history."
+        "Its past deliveries are kept, and the API still lists them."
     )
 
     def perform(self, endpoint: Endpoint) -> HttpResponse:

@@ -41,6 +41,10 @@ def test_create_read_secret_once_test_disable_enable(page, worker, receiver, own
 
     # Send Test Event: the receiver gets it, signed with that secret; the page shows the result.
     page.get_by_role("link", name="Go to the endpoint").click()
+    page.go_back()  # the browser's Back asks again (no-store), and the secret is gone
+    expect(page.get_by_text("is not shown again")).to_be_visible()
+    remember()
+    page.go_forward()
     page.get_by_role("button", name="Send Test Event").click()
     result = page.locator("#test-result")
     expect(result).to_contain_text("Test event sent")

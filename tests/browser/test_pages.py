@@ -1,5 +1,7 @@
 """The settings pages as a person uses them, in Chromium."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -36,9 +38,9 @@ def test_log_in_lands_on_webhooks_with_the_empty_state(signed_in):
 @pytest.mark.parametrize(
     ("url", "events", "field", "message"),
     [
-        ("http://hooks.example.com/in", ["invoice.paid"], "#id_url-error", "HTTPS is required."),
-        ("not a url", ["invoice.paid"], "#id_url-error", "Enter a valid URL"),
-        ("https://hooks.example.com/in", [], "#id_event_types-error", "Choose at least one event type."),
+        ("http://hooks.example.com/in", ["invoice.paid"], "#id_url_error", "HTTPS is required."),
+        ("not a url", ["invoice.paid"], "#id_url_error", "Enter a valid URL"),
+        ("https://hooks.example.com/in", [], "#id_event_types_error", "Choose at least one event type."),
     ],
 )
 def test_form_errors_appear_beside_their_field_and_keep_the_input(signed_in, url, events, field, message):
@@ -85,3 +87,16 @@ def test_an_outsider_gets_404(page, workspace):
         response = page.goto(path)
         assert response.status == 404
         assert "hooks.example.com" not in page.content()
+
+
+def test_the_workspace_switcher_works_from_the_keyboard(signed_in, owner):
+    other = Workspace.objects.create(slug="beta", name="Beta Studio")
+    Membership.objects.create(user=owner, workspace=other, role="member")
+    signed_in.goto(BASE)
+    switcher = signed_in.get_by_role("navigation", name="Workspaces")
+    switcher.locator("summary").focus()
+    signed_in.keyboard.press("Enter")
+    switcher.get_by_role("link", name="Beta Studio").focus()
+    signed_in.keyboard.press("Enter")
+    expect(signed_in).to_have_url(re.compile(r"/workspaces/beta/settings/webhooks/$"))
+    expect(signed_in.get_by_role("heading", name="No endpoints yet")).to_be_visible()

@@ -165,12 +165,93 @@ def test_outsiders_get_404_everywhere(client, workspace):
     client.force_login(owner)
     create(client)
     endpoint = Endpoint.objects.get()
+    delivery = event_publish(workspace=workspace, event_type="invoice.paid", data={}).deliveries.get()
     other = Workspace.objects.create(slug="beta", name="Beta")
     client.force_login(make_user("bob", other, Membership.Role.OWNER))
-    for path in ("", "new/", f"{endpoint.id}/", f"{endpoint.id}/secret/", f"{endpoint.id}/disable/"):
-        assert client.get(BASE + path).status_code == 404
-        assert client.post(BASE + path, GOOD).status_code == 404
-    assert Endpoint.objects.get().enabled
+    paths = ["", "new/", f"deliveries/{delivery.id}/"] + [
+        f"{endpoint.id}/{action}"
+        for action in ("", "edit/", "secret/", "test/", "disable/", "enable/", "rotate-secret/", "delete/")
+    ]
+    for path in paths:
+        response = client.get(BASE + path)
+        assert response.status_code == 404, path
+        assert "hooks.example.com" not in response.content.decode()
+        assert client.post(BASE + path, GOOD).status_code == 404, path
+    assert Endpoint.objects.get().enabled and Endpoint.objects.count() == 1
+    assert Delivery.objects.count() == 1
+
+
+def test_a_post_without_the_csrf_token_is_refused(workspace, owner):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    response = client.post(f"{BASE}new/", GOOD)
+    assert response.status_code == 403
+    assert "This form has expired" in response.content.decode()
+    assert not Endpoint.objects.exists()
+
+
+def test_an_empty_form_reports_every_field_at_once(browser_client):
+    page = browser_client.post(f"{BASE}new/", {}).content.decode()
+    assert "This field is required." in page
+    assert "Choose at least one event type." in page
+    assert 'id="id_url_error"' in page and 'aria-describedby="id_url_helptext id_url_error"' in page
+
+
+def test_the_secret_waits_only_for_the_next_page_and_a_head_does_not_use_it(browser_client):
+    create(browser_client)
+    first = Endpoint.objects.get()
+    create(browser_client, url="https://second.example.com/in")  # a double submit
+    second = Endpoint.objects.exclude(id=first.id).get()
+    assert browser_client.head(f"{BASE}{second.id}/secret/").status_code == 200
+    assert second.secret in browser_client.get(f"{BASE}{second.id}/secret/").content.decode()
+    assert first.secret in browser_client.get(f"{BASE}{first.id}/secret/").content.decode()
+    create(browser_client, url="https://third.example.com/in")
+    browser_client.get(BASE)  # any other page: the waiting secret is dropped
+    third = Endpoint.objects.order_by("id").last()
+    assert third.secret not in browser_client.get(f"{BASE}{third.id}/secret/").content.decode()
+    assert "endpoints.new_secrets" not in browser_client.session or not browser_client.session["endpoints.new_secrets"]
+
+
+def test_a_secret_not_picked_up_in_time_is_not_shown(browser_client, monkeypatch):
+    from endpoints import views
+
+    monkeypatch.setattr(views, "SECRET_WAITS_SECONDS", -1)  # already past its time when it is read
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    assert endpoint.secret not in browser_client.get(f"{BASE}{endpoint.id}/secret/").content.decode()
+
+
+def test_deliveries_table_paginates_and_odd_parameters_are_harmless(browser_client, workspace):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    for n in range(25):
+        event_publish(workspace=workspace, event_type="invoice.paid", data={"n": n})
+    first = browser_client.get(f"{BASE}{endpoint.id}/")
+    assert len(first.context["page"].object_list) == 20
+    assert "Page 1 of 2" in first.content.decode()
+    second = browser_client.get(f"{BASE}{endpoint.id}/", {"page": 2})
+    seen = [d.id for d in first.context["page"].object_list] + [d.id for d in second.context["page"].object_list]
+    assert sorted(seen) == sorted(Delivery.objects.values_list("id", flat=True))
+    for params in (
+        {"page": "abc"},
+        {"page": "-1"},
+        {"page": "99999999999999999999"},
+        {"test": "garbage"},
+        {"test": ""},
+    ):
+        assert browser_client.get(f"{BASE}{endpoint.id}/", params).status_code == 200, params
+
+
+def test_success_rate_never_rounds_up_to_100(browser_client, workspace):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    for n in range(200):
+        event_publish(workspace=workspace, event_type="invoice.paid", data={"n": n})
+    Delivery.objects.update(status="succeeded")
+    Delivery.objects.filter(id=Delivery.objects.first().id).update(status="exhausted")
+    assert "99.5 %" in browser_client.get(f"{BASE}{endpoint.id}/").content.decode()
 
 
 def test_workspace_switcher_lists_every_workspace_of_the_person(client, workspace, owner):

@@ -1,7 +1,8 @@
 // Small enhancements; every page works without them.
 document.addEventListener("DOMContentLoaded", () => {
-  // "All in this group" ticks or clears the group's event types.
+  // "All in this group" ticks or clears the group's event types (shown only with script).
   document.querySelectorAll("[data-select-group]").forEach((all) => {
+    all.closest("label").hidden = false;
     const members = document.querySelectorAll(`[data-group-member="${all.dataset.selectGroup}"]`);
     const sync = () => {
       const checked = [...members].filter((m) => m.checked).length;
@@ -11,6 +12,18 @@ document.addEventListener("DOMContentLoaded", () => {
     all.addEventListener("change", () => { members.forEach((m) => { m.checked = all.checked; }); sync(); });
     members.forEach((m) => m.addEventListener("change", sync));
     sync();
+  });
+
+  // After a failed submit, take keyboard and screen-reader focus to the error summary.
+  const summary = document.getElementById("form-errors");
+  if (summary) summary.focus();
+
+  // A form submits once: a double click must not create two endpoints.
+  document.querySelectorAll("form[data-submit-once]").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      if (form.dataset.submitted) event.preventDefault();
+      form.dataset.submitted = "yes";
+    });
   });
 
   // Copy buttons.
@@ -40,7 +53,10 @@ document.addEventListener("DOMContentLoaded", () => {
       const response = await fetch(result.dataset.pollUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (!response.ok) return;
       const delivery = await response.json();
-      statusEl.innerHTML = `<span class="badge badge-${delivery.status}">${delivery.status}</span>`;
+      const badge = document.createElement("span");
+      badge.className = `badge badge-${delivery.status}`;
+      badge.textContent = delivery.status;
+      statusEl.replaceChildren(badge);
       codeEl.textContent = delivery.last_status_code ? `(HTTP ${delivery.last_status_code})` : "";
       if (delivery.status === "pending" && tries < 60) setTimeout(poll, 1000);
     };
