@@ -28,14 +28,17 @@ $(CHROMIUM):
 # under var/ unless DATABASE_URL / CELERY_BROKER_URL say otherwise.
 run: export DEBUG ?= true
 run: export HOST ?= 127.0.0.1
+run: export WEBHOOKS_ALLOWED_PRIVATE_NETWORKS ?= 127.0.0.0/8,::1/128
 run: $(STAMP)
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py demo
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port 8000 web worker beat
 
-# Tests run with production-like settings (DEBUG off) and a throwaway key.
+# Tests run with production-like settings (DEBUG off) and throwaway keys.
 test: export SECRET_KEY ?= insecure-key-for-tests-only
+test: export WEBHOOKS_ENCRYPTION_KEYS ?= E3nc9fqopet4H0RnU2HHLKSXjkxnhHL70vQ2E-cITds=
+test: export SECURE_SSL_REDIRECT ?= false
 test: $(STAMP) $(CHROMIUM)
 	CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 

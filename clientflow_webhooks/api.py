@@ -3,6 +3,7 @@
 from datetime import UTC
 from typing import Any
 
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
@@ -13,16 +14,23 @@ from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView, exception_handler
 
 from .models import Membership, Workspace
 from .selectors import membership_for
 
+NON_FIELD_ERRORS_KEY = api_settings.NON_FIELD_ERRORS_KEY
+
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Services raise Django's ValidationError; answer it as DRF does its own: 400, by field."""
     if isinstance(exc, DjangoValidationError):
-        exc = DRFValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": " ".join(exc.messages)})
+        if hasattr(exc, "error_dict"):
+            errors = {NON_FIELD_ERRORS_KEY if k == NON_FIELD_ERRORS else k: v for k, v in exc.message_dict.items()}
+        else:
+            errors = {NON_FIELD_ERRORS_KEY: exc.messages}
+        exc = DRFValidationError(errors)
     return exception_handler(exc, context)
 
 

@@ -5,6 +5,8 @@ With nothing set, the project runs on SQLite and Celery's filesystem transport u
 (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis).
 """
 
+import base64
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
@@ -47,6 +50,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "clientflow_webhooks.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -54,7 +58,33 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into its response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    # Rate-limits logins against guessing (django-axes), then the ordinary check.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+# Locks the pair: one person guessing cannot lock everyone out of an account.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
+AXES_RESET_ON_SUCCESS = True
+
+# HTTPS in production: redirect, secure cookies, HSTS. Behind a proxy that terminates
+# TLS, set SECURE_PROXY_SSL_HEADER_ENABLED so Django trusts its X-Forwarded-Proto.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+if env.bool("SECURE_PROXY_SSL_HEADER_ENABLED", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
 
 ROOT_URLCONF = "clientflow_webhooks.urls"
 WSGI_APPLICATION = "clientflow_webhooks.wsgi.application"
@@ -195,8 +225,27 @@ WEBHOOKS_RETRY_DELAYS = [float(d) for d in env.list("WEBHOOKS_RETRY_DELAYS", def
 # A CA file trusted for deliveries in addition to the default store. Never a way to
 # turn verification off.
 WEBHOOKS_CA_BUNDLE = env("WEBHOOKS_CA_BUNDLE", default="") or None
+# Private networks deliveries may reach anyway (CIDRs; empty in production). Development
+# and the tests set loopback; everything else must be a public address (SSRF guard).
+WEBHOOKS_ALLOWED_PRIVATE_NETWORKS = env.list("WEBHOOKS_ALLOWED_PRIVATE_NETWORKS", default=[])
+# Keys that encrypt signing secrets at rest (Fernet keys, newest first; rotate by adding a
+# new key in front, then `manage.py reencrypt_secrets`). Required in production;
+# development derives one from SECRET_KEY, and `manage.py check` says so.
+WEBHOOKS_ENCRYPTION_KEYS = env.list("WEBHOOKS_ENCRYPTION_KEYS", default=[])
+WEBHOOKS_ENCRYPTION_KEYS_DERIVED = not WEBHOOKS_ENCRYPTION_KEYS
+if WEBHOOKS_ENCRYPTION_KEYS_DERIVED:
+    if not DEBUG:
+        raise ImproperlyConfigured("WEBHOOKS_ENCRYPTION_KEYS must be set unless DEBUG is on.")
+    WEBHOOKS_ENCRYPTION_KEYS = [
+        base64.urlsafe_b64encode(
+            hashlib.sha256(b"clientflow-webhooks-secrets:" + SECRET_KEY.encode()).digest()
+        ).decode()
+    ]
 # How many test events one user may send, e.g. "10/minute" (DRF throttle syntax).
 WEBHOOKS_TEST_EVENT_RATE = env("WEBHOOKS_TEST_EVENT_RATE", default="10/minute")
+# Bounds on what customers and ClientFlow code may hand us.
+WEBHOOKS_MAX_PAYLOAD_BYTES = env.int("WEBHOOKS_MAX_PAYLOAD_BYTES", default=256 * 1024)
+WEBHOOKS_MAX_ENDPOINTS_PER_WORKSPACE = env.int("WEBHOOKS_MAX_ENDPOINTS_PER_WORKSPACE", default=50)
 # How much of a response body is read and kept.
 WEBHOOKS_RESPONSE_BODY_LIMIT = 4096
 # How often beat looks for due deliveries whose broker message was lost, and how long

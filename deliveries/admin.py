@@ -1,5 +1,6 @@
 """Support's view of deliveries: the dead-letter queue with replay. History is read-only."""
 
+import re
 import uuid
 from functools import cached_property
 
@@ -13,6 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from clientflow_webhooks.models import Workspace
+from clientflow_webhooks.parsing import is_uuid
 from endpoints import event_types as catalogue
 from endpoints.admin import EndpointAdmin as BaseEndpointAdmin
 from endpoints.models import Endpoint
@@ -34,11 +36,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+
+
 class RefuseForgedActionsMixin:
     """Django silently ignores a POSTed action the user may not run; say so instead."""
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        action = request.POST.get("action") if request.method == "POST" else None
+        action = None
+        if request.method == "POST" and "action" in request.POST:
+            # The action Django would run: the one of the form whose button was pressed.
+            names = request.POST.getlist("action")
+            index = request.POST.get("index", "0")
+            action = names[int(index)] if index.isdigit() and int(index) < len(names) else names[0]
         if action and action not in self.get_actions(request):  # type: ignore[attr-defined]
             messages.error(request, "You do not have permission to run that action; nothing was done.")
             return HttpResponseRedirect(request.get_full_path())
@@ -90,6 +100,9 @@ class ReplayInline(admin.TabularInline):
     readonly_fields = fields
     verbose_name_plural = "replays"
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -105,7 +118,8 @@ class WorkspaceFilter(admin.SimpleListFilter):
         return list(Workspace.objects.order_by("slug").values_list("slug", "slug")[:200])
 
     def queryset(self, request, queryset):
-        return queryset.filter(event__workspace__slug=self.value()) if self.value() else queryset
+        value = self.value() or ""
+        return queryset.filter(event__workspace__slug=value) if SLUG.fullmatch(value) else queryset
 
 
 class EndpointFilter(admin.SimpleListFilter):
@@ -124,8 +138,10 @@ class EndpointFilter(admin.SimpleListFilter):
         return True
 
     def queryset(self, request, queryset):
-        value = self.value()
-        return queryset.filter(endpoint_id=value) if value and value.isdigit() else queryset
+        value = self.value() or ""
+        if value.isascii() and value.isdigit() and int(value) < 2**63:
+            return queryset.filter(endpoint_id=int(value))
+        return queryset
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -136,7 +152,7 @@ class EventTypeFilter(admin.SimpleListFilter):
         return [(name, name) for name in catalogue.BY_NAME]
 
     def queryset(self, request, queryset):
-        return queryset.filter(event__type=self.value()) if self.value() else queryset
+        return queryset.filter(event__type=self.value()) if self.value() in catalogue.BY_NAME else queryset
 
 
 class DeliverySearchMixin:
@@ -206,7 +222,15 @@ class DeadLetterAdmin(RefuseForgedActionsMixin, DeliverySearchMixin, ReadOnlyAdm
     def endpoint_link(self, obj: Delivery) -> str:
         if obj.endpoint is None:
             return "(deleted)"
-        return format_html('<a href="?{}={}">{}</a>', EndpointFilter.parameter_name, obj.endpoint_id, obj.endpoint.url)
+        return format_html(
+            '<a href="{}?{}={}&amp;{}={}">{}</a>',
+            reverse("admin:deliveries_deadletter_changelist"),
+            WorkspaceFilter.parameter_name,
+            obj.event.workspace.slug,
+            EndpointFilter.parameter_name,
+            obj.endpoint_id,
+            obj.endpoint.url,
+        )
 
     @admin.display(description="event type", ordering="event__type")
     def event_type(self, obj: Delivery) -> str:
@@ -223,8 +247,11 @@ class DeadLetterAdmin(RefuseForgedActionsMixin, DeliverySearchMixin, ReadOnlyAdm
 
     @admin.action(permissions=["replay"], description="Replay the selected dead letters")
     def replay(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        result = services.delivery_replay(deliveries=queryset.select_related("endpoint"), actor=request.user)
-        replay_message(request, result)
+        if request.POST.get("select_across") != "1":
+            # The rows ticked, even those no longer dead letters, so each refusal says why.
+            ticked = [v for v in request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME) if is_uuid(v)]
+            queryset = Delivery.objects.filter(pk__in=ticked)
+        replay_message(request, services.delivery_replay(deliveries=queryset, actor=request.user))
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.replay_one_view)
@@ -234,8 +261,11 @@ class DeadLetterAdmin(RefuseForgedActionsMixin, DeliverySearchMixin, ReadOnlyAdm
         """The Replay button of one dead letter's page (a POST)."""
         delivery = get_object_or_404(Delivery.objects.select_related("endpoint"), id=object_id)
         here = reverse("admin:deliveries_delivery_change", args=[delivery.id])
-        if request.method != "POST" or not self.has_replay_permission(request):
+        if not self.has_replay_permission(request):
             messages.error(request, "You may not replay deliveries.")
+            return HttpResponseRedirect(here)
+        if request.method != "POST":
+            messages.error(request, "Replay with the Replay button on the dead letter's page (a POST).")
             return HttpResponseRedirect(here)
         replay_message(request, services.delivery_replay(deliveries=[delivery], actor=request.user))
         return HttpResponseRedirect(here)

@@ -12,13 +12,14 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 import clientflow_webhooks
 from clientflow_webhooks.celery import app as celery_app
 from clientflow_webhooks.models import Workspace
 from endpoints import event_types as catalogue
+from endpoints.addresses import allowed_private_networks
 from endpoints.models import Endpoint
 from endpoints.selectors import endpoints_subscribed
 
@@ -71,6 +72,15 @@ def _event_create(*, workspace: Workspace, event_type: str, data: dict[str, Any]
         f'"created_at":{_encode_json(_iso_utc(created_at))},"workspace":{_encode_json(workspace.slug)},'
         f'"data":{encoded_data}}}'
     )
+    size = len(event.payload.encode("utf-8"))
+    if size > settings.WEBHOOKS_MAX_PAYLOAD_BYTES:
+        raise ValidationError(
+            {
+                "data": [
+                    f"The event body would be {size} bytes; at most {settings.WEBHOOKS_MAX_PAYLOAD_BYTES} are allowed."
+                ]
+            }
+        )
     event.save(force_insert=True)
     return event
 
@@ -112,8 +122,9 @@ def send_test_event(*, endpoint: Endpoint) -> Delivery:
     return delivery
 
 
-def deliveries_enqueue(*, delivery_ids: Sequence[str], countdown: float = 0) -> None:
-    """Send the deliveries to the workers, one message each, over one broker connection.
+def deliveries_enqueue(*, delivery_ids: Sequence[str], countdown: float = 0, per_message: int = 1) -> None:
+    """Send the deliveries to the workers over one broker connection, `per_message` ids in
+    each message (one by default, so that a slow endpoint holds up no other).
 
     Never raises: a message that cannot be sent (broker down) only delays its delivery,
     because the sweeper re-enqueues what is due from the database.
@@ -122,8 +133,9 @@ def deliveries_enqueue(*, delivery_ids: Sequence[str], countdown: float = 0) -> 
         return
     try:
         with celery_app.producer_or_acquire() as producer:
-            for delivery_id in delivery_ids:
-                celery_app.send_task(DELIVER_TASK, args=[[delivery_id]], countdown=countdown or None, producer=producer)
+            for start in range(0, len(delivery_ids), per_message):
+                chunk = list(delivery_ids[start : start + per_message])
+                celery_app.send_task(DELIVER_TASK, args=[chunk], countdown=countdown or None, producer=producer)
     except Exception:
         logger.exception("could not enqueue %d deliveries; the sweeper will send them", len(delivery_ids))
 
@@ -231,8 +243,9 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
         timeout=settings.WEBHOOKS_TIMEOUT,
         ca_file=settings.WEBHOOKS_CA_BUNDLE,
         body_limit=settings.WEBHOOKS_RESPONSE_BODY_LIMIT,
+        allowed_private=allowed_private_networks(),
     )
-    outcome = policy.classify(status_code=result.status_code)
+    outcome = policy.Outcome.PERMANENT if result.blocked else policy.classify(status_code=result.status_code)
     error = result.error or ("" if outcome == policy.Outcome.SUCCESS else f"HTTP {result.status_code}")
     ended_at = timezone.now()
     update: dict[str, Any] = {"last_status_code": result.status_code, "last_error": error, "locked_until": None}
@@ -293,13 +306,40 @@ REFUSED_DELETED = "its endpoint was deleted"
 REFUSED_DISABLED = "its endpoint is disabled"
 
 
-@transaction.atomic
-def delivery_replay(*, deliveries: Iterable[Delivery], actor: AbstractBaseUser | None) -> ReplayResult:
+REPLAY_CHUNK = 1000
+REPLAY_MESSAGE_SIZE = 50
+
+
+def delivery_replay(
+    *, deliveries: Iterable[Delivery] | QuerySet[Delivery], actor: AbstractBaseUser | None
+) -> ReplayResult:
     """Send dead letters again: the same event bytes, to the endpoint's current URL with its
     current secret, on a fresh retry schedule. A delivery keeps its id and earlier attempts;
-    the new ones follow. Deliveries whose endpoint is deleted or disabled are refused."""
+    the new ones follow. Deliveries whose endpoint is deleted or disabled are refused, and
+    so is anything that is (no longer) a dead letter.
+
+    Works in chunks, each deciding on rows it has locked, so that two people replaying the
+    same delivery at once replay it once, and a large outage makes no huge transaction."""
+    if isinstance(deliveries, QuerySet):
+        ids = list(deliveries.values_list("id", flat=True))
+    else:
+        ids = [d.id for d in deliveries]
     result = ReplayResult()
-    for delivery in deliveries:
+    batch = uuid.uuid4()
+    for start in range(0, len(ids), REPLAY_CHUNK):
+        _replay_chunk(ids=ids[start : start + REPLAY_CHUNK], actor=actor, batch=batch, result=result)
+    if result.replayed:
+        logger.info("replay %s by %s: %d deliveries", batch, actor, len(result.replayed))
+    return result
+
+
+@transaction.atomic
+def _replay_chunk(
+    *, ids: list[uuid.UUID], actor: AbstractBaseUser | None, batch: uuid.UUID, result: ReplayResult
+) -> None:
+    rows = Delivery.objects.select_for_update(of=("self",)).select_related("endpoint").filter(id__in=ids)
+    replayed = []
+    for delivery in rows:
         if delivery.status not in Delivery.DEAD_LETTER_STATUSES:
             reason = REFUSED_NOT_DEAD
         elif delivery.endpoint_id is None:
@@ -307,26 +347,22 @@ def delivery_replay(*, deliveries: Iterable[Delivery], actor: AbstractBaseUser |
         elif not delivery.endpoint.enabled:
             reason = REFUSED_DISABLED
         else:
-            result.replayed.append(delivery)
+            replayed.append(delivery)
             continue
         result.refused.setdefault(reason, []).append(delivery)
-    ids = [d.id for d in result.replayed]
-    if not ids:
-        return result
-    now = timezone.now()
-    # Conditional on still being dead letters, in case two people replay at once.
-    Delivery.objects.filter(id__in=ids, status__in=Delivery.DEAD_LETTER_STATUSES).update(
+    if not replayed:
+        return
+    replayed_ids = [d.id for d in replayed]
+    Delivery.objects.filter(id__in=replayed_ids).update(
         status=Delivery.Status.PENDING,
         attempts_before_replay=F("attempt_count"),
-        next_attempt_at=now,
+        next_attempt_at=timezone.now(),
         locked_until=None,
         completed_at=None,
     )
-    batch = uuid.uuid4()
-    DeliveryReplay.objects.bulk_create(
-        DeliveryReplay(delivery_id=delivery_id, actor=actor, batch=batch) for delivery_id in ids
+    DeliveryReplay.objects.bulk_create(DeliveryReplay(delivery_id=i, actor=actor, batch=batch) for i in replayed_ids)
+    result.replayed.extend(replayed)
+    delivery_ids = [str(i) for i in replayed_ids]
+    transaction.on_commit(
+        lambda: deliveries_enqueue(delivery_ids=delivery_ids, per_message=REPLAY_MESSAGE_SIZE), robust=True
     )
-    delivery_ids = [str(i) for i in ids]
-    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=delivery_ids), robust=True)
-    logger.info("replay %s by %s: %d deliveries", batch, actor, len(ids))
-    return result

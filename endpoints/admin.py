@@ -23,6 +23,15 @@ class EndpointAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # endpoints are deleted through endpoint_delete, which keeps the audit trail
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # Never filter on the secret from a URL: each answer would reveal a little of it.
+        if lookup.split("__", 1)[0] == "secret":
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
 
 @admin.register(EndpointAuditEntry)
 class EndpointAuditEntryAdmin(admin.ModelAdmin):

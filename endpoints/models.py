@@ -3,6 +3,8 @@ from django.db import models
 
 from clientflow_webhooks.models import Workspace
 
+from .fields import EncryptedTextField
+
 
 class Endpoint(models.Model):
     """An HTTPS URL of a workspace that receives the event types it is subscribed to."""
@@ -10,8 +12,8 @@ class Endpoint(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="endpoints")
     url = models.URLField(max_length=2048)
     description = models.CharField(max_length=500, blank=True)
-    # Shown once at creation; never returned by any read.
-    secret = models.CharField(max_length=100)
+    # Shown once at creation or rotation; never returned by any read. Encrypted at rest.
+    secret = EncryptedTextField()
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

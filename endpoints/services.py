@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
@@ -13,6 +14,7 @@ from django.db import transaction
 
 from clientflow_webhooks.models import Workspace
 
+from . import addresses
 from . import event_types as catalogue
 from .models import Endpoint, EndpointAuditEntry, EndpointEventType
 
@@ -37,8 +39,15 @@ def validate_url(url: str) -> str:
         raise ValidationError({"url": ["HTTPS is required."]})
     try:
         URLValidator(schemes=["https"])(url)
-    except ValidationError:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or 443
+    except (ValidationError, ValueError):
         raise ValidationError({"url": ["Enter a valid URL, such as https://example.com/webhooks."]}) from None
+    reason = addresses.host_refusal(host, port)
+    if reason:
+        raise ValidationError(
+            {"url": [f"This address is not allowed: {reason}. Webhooks go to public addresses only."]}
+        )
     return url
 
 
@@ -104,6 +113,11 @@ def endpoint_create(
         event_types=(validate_event_types, event_types),
         description=(validate_description, description),
     )
+    # Locked so that two creations at once cannot both squeeze under the limit.
+    Workspace.objects.select_for_update().filter(pk=workspace.pk).first()
+    limit = settings.WEBHOOKS_MAX_ENDPOINTS_PER_WORKSPACE
+    if Endpoint.objects.filter(workspace=workspace).count() >= limit:
+        raise ValidationError(f"A workspace can have at most {limit} endpoints. Delete one to add another.")
     secret = new_secret()
     endpoint = Endpoint.objects.create(
         workspace=workspace, url=cleaned["url"], description=cleaned["description"], secret=secret
@@ -200,3 +214,22 @@ def endpoint_delete(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None
         endpoint=endpoint, action=EndpointAuditEntry.Action.DELETED, actor=actor, changes={"url": [endpoint.url, None]}
     )
     endpoint.delete()
+
+
+def endpoint_secrets_reencrypt(*, batch_size: int = 500) -> int:
+    """Re-encrypt every signing secret with the newest encryption key, in batches.
+
+    Reading decrypts with whichever key made a secret; saving encrypts with the newest.
+    Raises ValueError, and changes nothing in that batch, if a secret cannot be decrypted.
+    """
+    count = 0
+    last_id = 0
+    while True:
+        with transaction.atomic():
+            batch = list(Endpoint.objects.filter(id__gt=last_id).order_by("id").only("id", "secret")[:batch_size])
+            for endpoint in batch:
+                Endpoint.objects.filter(id=endpoint.id).update(secret=endpoint.secret)
+        if not batch:
+            return count
+        count += len(batch)
+        last_id = batch[-1].id

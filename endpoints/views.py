@@ -1,7 +1,6 @@
 """Settings → Webhooks pages. Thin: parse a form, call a service, render or redirect."""
 
 import time
-import uuid
 from typing import Any
 
 from django.contrib import messages
@@ -13,6 +12,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.generic import FormView, TemplateView, View
 
+from clientflow_webhooks.parsing import is_uuid
 from clientflow_webhooks.views import WorkspaceMixin
 from deliveries.selectors import deliveries_of_endpoint, endpoints_with_health
 from deliveries.services import send_test_event
@@ -145,7 +145,7 @@ class EndpointDetailView(EndpointMixin, TemplateView):
         page = Paginator(deliveries, DELIVERIES_PER_PAGE).get_page(self.request.GET.get("page"))
         test_delivery = None
         if test_id := self.request.GET.get("test"):
-            test_delivery = deliveries.filter(id=test_id).first() if _is_uuid(test_id) else None
+            test_delivery = deliveries.filter(id=test_id).first() if is_uuid(test_id) else None
         return super().get_context_data(endpoint=endpoint, page=page, test_delivery=test_delivery, **kwargs)
 
 
@@ -226,11 +226,3 @@ class EndpointDeleteView(EndpointConfirmView):
         services.endpoint_delete(endpoint=endpoint, actor=self.request.user)
         messages.success(self.request, f"Endpoint {endpoint.url} deleted.")
         return HttpResponseRedirect(self.url("list"))
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

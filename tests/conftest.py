@@ -55,6 +55,15 @@ def ca_file(ca, tmp_path_factory):
     return str(path)
 
 
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+
+@pytest.fixture(autouse=True)
+def _loopback_receivers(settings):
+    """Test receivers listen on 127.0.0.1, which the SSRF guard refuses unless allowed."""
+    settings.WEBHOOKS_ALLOWED_PRIVATE_NETWORKS = LOOPBACK
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     """Throttle counters live in the cache; each test starts with none."""

@@ -232,6 +232,7 @@ def worker_env(live_services, transactional_db, ca_file):
         "CELERY_BROKER_URL": live_services,
         "CELERY_TASK_DEFAULT_QUEUE": SESSION_QUEUE,
         "WEBHOOKS_CA_BUNDLE": ca_file,
+        "WEBHOOKS_ALLOWED_PRIVATE_NETWORKS": "127.0.0.0/8,::1/128",
         "WEBHOOKS_TIMEOUT": str(TIMEOUT),
         "WEBHOOKS_SWEEP_INTERVAL": "1",
         "WEBHOOKS_SWEEP_GRACE": "1",

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import requests
 import urllib3
 from django.utils import timezone
 
-from .connection import session
+from .connection import BlockedAddressError, allowed_networks, session
 from .deadline import Deadline
 
 
@@ -27,10 +28,19 @@ class AttemptResult:
     response_headers: dict[str, str] = field(default_factory=dict)
     response_body: str = ""
     error: str = ""
+    # The SSRF guard refused every address: a permanent failure, not a network blip.
+    blocked: bool = False
 
 
 def post(
-    *, url: str, body: bytes, headers: dict[str, str], timeout: float, ca_file: str | None, body_limit: int
+    *,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    ca_file: str | None,
+    body_limit: int,
+    allowed_private: tuple[Any, ...] = (),
 ) -> AttemptResult:
     """POST `body` to `url`, never following redirects, within `timeout` seconds in all
     (DNS, connect, TLS, request and response).
@@ -44,6 +54,8 @@ def post(
     )
     result = AttemptResult(started_at=timezone.now(), duration_ms=0, request_headers=dict(prepared.headers))
     start = time.monotonic()
+    allowed_networks(allowed_private)
+    timed_out = False
     with Deadline(timeout) as deadline:
         try:
             response = http.send(
@@ -60,7 +72,11 @@ def post(
                 response.close()
         except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as exc:
             result.error = describe_error(exc)
-        expired = deadline.finish()
+            result.blocked = _caused_by(exc, BlockedAddressError)
+            # Every per-operation timeout is set to what is left of the deadline, so any
+            # timeout means the deadline was reached, whichever clock noticed first.
+            timed_out = _caused_by(exc, (requests.Timeout, TimeoutError))
+        expired = deadline.finish() or timed_out
     if expired:
         # A socket shut down by the deadline can look like a clean end of the response,
         # so whatever was parsed before it is not to be trusted: the attempt timed out.
@@ -68,6 +84,21 @@ def post(
         result.error = f"timed out after {timeout:g}s"
     result.duration_ms = round((time.monotonic() - start) * 1000)
     return result
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        inner = getattr(seen, "reason", None)
+        if isinstance(inner, BaseException):
+            seen = inner
+        elif seen.args and isinstance(seen.args[0], BaseException):
+            seen = seen.args[0]
+        else:
+            seen = seen.__cause__
+    return False
 
 
 def _text(value: str) -> str:

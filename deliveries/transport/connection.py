@@ -20,6 +20,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 
+from endpoints.addresses import refusal
+
 from . import deadline as deadlines
 
 _local = threading.local()
@@ -40,8 +42,18 @@ def _resolve(host: str, port: int, deadline: deadlines.Deadline) -> list[tuple[A
     return socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
 
 
+class BlockedAddressError(NewConnectionError):
+    """Every address of the host is one deliveries may not reach."""
+
+
+def allowed_networks(networks: tuple[Any, ...]) -> None:
+    """The private networks this thread's attempts may reach (WEBHOOKS_ALLOWED_PRIVATE_NETWORKS)."""
+    _local.allowed_networks = networks
+
+
 class _DeadlineConnectionMixin:
-    """Connects within the deadline and registers the connection with it, new or reused."""
+    """Connects within the deadline, only to addresses the SSRF guard allows, and
+    registers the connection with the deadline, new or reused."""
 
     deadline_handle: socket.socket | None = None
     deadline: deadlines.Deadline | None = None
@@ -58,7 +70,14 @@ class _DeadlineConnectionMixin:
         except TimeoutError as exc:
             raise ConnectTimeoutError(self, str(exc)) from exc
         error: OSError | None = None
+        refusals: list[str] = []
         for family, kind, proto, _, address in addresses:
+            # Judged on the address about to be connected to, not on what the host
+            # resolved to when the endpoint was saved.
+            reason = refusal(address[0], getattr(_local, "allowed_networks", ()))
+            if reason:
+                refusals.append(reason)
+                continue
             sock = socket.socket(family, kind, proto)
             try:
                 for option in self.socket_options or ():  # type: ignore[attr-defined]
@@ -73,6 +92,8 @@ class _DeadlineConnectionMixin:
             self.deadline_handle = sock.dup()
             deadline.watch(self)  # from here the TLS handshake is covered too
             return sock
+        if error is None and refusals:
+            raise BlockedAddressError(self, f"address not allowed: {refusals[0]}")  # type: ignore[arg-type]
         if isinstance(error, TimeoutError):
             raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from error  # type: ignore[attr-defined]
         raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error  # type: ignore[arg-type]

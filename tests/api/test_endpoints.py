@@ -262,3 +262,14 @@ def test_only_json_bodies_are_accepted_and_errors_stay_json(client):
 def test_a_bad_token_is_401_even_on_the_public_catalogue(api, db):
     api.credentials(HTTP_AUTHORIZATION="Token nope")
     assert api.get("/api/v1/event-types/").status_code == 401
+
+
+def test_the_endpoint_limit_is_a_400_with_a_message(client, settings):
+    settings.WEBHOOKS_MAX_ENDPOINTS_PER_WORKSPACE = 1
+    assert create(client).status_code == 201
+    response = create(client, url="https://second.example.com/in")
+    assert response.status_code == 400
+    assert response.json() == {
+        "non_field_errors": ["A workspace can have at most 1 endpoints. Delete one to add another."]
+    }
+    assert Endpoint.objects.count() == 1

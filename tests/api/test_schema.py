@@ -8,7 +8,8 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from rest_framework.authtoken.models import Token
@@ -58,7 +59,10 @@ def test_schema_is_served_and_documents_every_route(schema, api):
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_generated_requests_get_no_500_and_conform_to_the_schema(schema, workspace, owner, make_endpoint, mode):
+def test_generated_requests_get_no_500_and_conform_to_the_schema(
+    schema, workspace, owner, make_endpoint, mode, settings
+):
+    settings.WEBHOOKS_MAX_ENDPOINTS_PER_WORKSPACE = 10**6  # each example makes fresh endpoints
     member = make_user("mia", workspace, Membership.Role.MEMBER)
     tokens = [Token.objects.create(user=user).key for user in (member, owner)]
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -69,7 +73,9 @@ def test_generated_requests_get_no_500_and_conform_to_the_schema(schema, workspa
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode), real=st.booleans())
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @hypothesis_settings(
+            max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def check(case, real):
             for token in tokens:
                 # Half the time, aim at this workspace's real objects (fresh for each user, so

@@ -123,7 +123,11 @@ def test_replay_one_from_its_page(client, support, dead):
     assert "Replayed 1 dead letter." in " ".join(str(m) for m in response.context["messages"])
     assert Delivery.objects.get(id=delivery.id).status == "pending"
     history = client.get(reverse("admin:deliveries_delivery_change", args=[delivery.id])).content.decode()
-    assert "sam" in history  # the replay is recorded on the delivery's page
+    replays = history.split('id="replays-group"', 1)[1].split("</fieldset>", 1)[0]
+    assert ">sam<" in replays  # the replay, with who did it, on the delivery's page
+    # A GET of the button's URL changes nothing.
+    client.get(reverse("admin:deliveries_deadletter_replay", args=[delivery.id]))
+    assert DeliveryReplay.objects.count() == 1
 
 
 def test_replay_all_dead_letters_of_an_endpoint_asks_with_the_count(client, support, dead, workspace):
@@ -214,6 +218,7 @@ def test_no_admin_page_shows_a_secret(client, dead, workspace, make_endpoint):
         reverse("admin:clientflow_webhooks_workspace_change", args=[workspace.id]),
         reverse("admin:deliveries_delivery_change", args=[dead["healthy"].id]),
         reverse("admin:deliveries_deadletter_change", args=[dead["healthy"].id]),
+        reverse("admin:endpoints_endpoint_history", args=[endpoint.id]),
     ]
     for url in pages:
         response = client.get(url)
@@ -221,3 +226,64 @@ def test_no_admin_page_shows_a_secret(client, dead, workspace, make_endpoint):
         html = response.content.decode()
         assert secret not in html, url
         assert secret.removeprefix("whsec_")[:16] not in html, url
+
+
+def test_a_delivery_replayed_twice_at_once_is_replayed_once(support, dead):
+    from deliveries.services import REFUSED_NOT_DEAD, delivery_replay
+
+    stale = Delivery.objects.get(id=dead["healthy"].id)
+    first = delivery_replay(deliveries=[stale], actor=support)
+    second = delivery_replay(deliveries=[stale], actor=support)  # the same stale copy
+    assert len(first.replayed) == 1
+    assert second.replayed == [] and list(second.refused) == [REFUSED_NOT_DEAD]
+    assert DeliveryReplay.objects.count() == 1
+
+
+def test_ticked_rows_that_are_no_longer_dead_letters_are_refused_with_a_reason(client, support, dead):
+    client.force_login(support)
+    delivery = dead["healthy"]
+    post_action(client, [delivery.id])
+    again = post_action(client, [delivery.id])
+    assert "1 because it is not a dead letter" in " ".join(str(m) for m in again.context["messages"])
+
+
+def test_the_secret_cannot_be_probed_through_admin_filters(client, dead, make_endpoint):
+    endpoint, secret = make_endpoint(url="https://probe.example.com/")
+    client.force_login(make_staff("root", superuser=True))
+    changelist = reverse("admin:endpoints_endpoint_changelist")
+    for lookup in ("secret", "secret__startswith", "secret__contains"):
+        response = client.get(changelist, {lookup: secret[:10]})
+        assert response.status_code in (400, 302), lookup
+        assert "probe.example.com" not in response.content.decode()
+    assert client.get(reverse("admin:endpoints_endpoint_delete", args=[endpoint.id])).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"endpoint": "²"},
+        {"endpoint": "99999999999999999999999"},
+        {"workspace": "a\x00"},
+        {"event_type": "x\x00"},
+        {"status__exact": "\x00"},
+        {"q": "\x00"},
+        {"q": "not-a-uuid"},
+    ],
+)
+def test_odd_filter_values_never_break_the_list(client, support, dead, query):
+    client.force_login(support)
+    assert client.get(CHANGELIST, query).status_code in (200, 400)
+
+
+def test_view_only_staff_cannot_replay_an_endpoint_either(client, dead):
+    client.force_login(make_staff("vic", perms=["view_endpoint", "view_deadletter"]))
+    endpoint = dead["healthy"].endpoint
+    page = client.get(reverse("admin:endpoints_endpoint_change", args=[endpoint.id])).content.decode()
+    assert "Replay dead letters" not in page
+    client.post(reverse("admin:endpoints_endpoint_replay", args=[endpoint.id]), {"confirm": "yes"})
+    client.post(
+        reverse("admin:endpoints_endpoint_changelist"),
+        {"action": "replay_dead_letters", "_selected_action": [str(endpoint.id)], "confirm": "yes"},
+    )
+    assert Delivery.objects.get(id=dead["healthy"].id).status == "exhausted"
+    assert not DeliveryReplay.objects.exists()

@@ -393,3 +393,12 @@ def test_replay_refuses_what_is_not_a_dead_letter(workspace, make_endpoint, enqu
     result = services.delivery_replay(deliveries=[delivery], actor=owner)
     assert result.replayed == []
     assert result.refused == {services.REFUSED_NOT_DEAD: [delivery]}
+
+
+def test_an_event_body_over_the_limit_is_refused(workspace, make_endpoint, enqueued, settings):
+    settings.WEBHOOKS_MAX_PAYLOAD_BYTES = 1000
+    make_endpoint()
+    with pytest.raises(ValidationError, match="at most 1000 are allowed"):
+        services.event_publish(workspace=workspace, event_type="invoice.paid", data={"blob": "x" * 1000})
+    assert not Event.objects.exists()
+    publish(workspace, data={"blob": "x" * 800})  # under the limit: fine

@@ -1,5 +1,6 @@
 """The transport against real TLS sockets on 127.0.0.1 that misbehave on purpose."""
 
+import ipaddress
 import socket
 import ssl
 import threading
@@ -86,9 +87,18 @@ def serve(ca):
         server.close()
 
 
-def post(url, ca_file, timeout=DEADLINE):
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+def post(url, ca_file, timeout=DEADLINE, allowed=LOOPBACK):
     return transport.post(
-        url=url, body=b'{"id":"evt_1"}', headers={"X-Test": "1"}, timeout=timeout, ca_file=ca_file, body_limit=4096
+        url=url,
+        body=b'{"id":"evt_1"}',
+        headers={"X-Test": "1"},
+        timeout=timeout,
+        ca_file=ca_file,
+        body_limit=4096,
+        allowed_private=allowed,
     )
 
 
@@ -245,3 +255,31 @@ def test_a_nul_byte_in_the_response_is_stored_as_text(serve, ca_file):
 
     result = post(serve(behave).url(), ca_file)
     assert result.response_body == "a\ufffdb\ufffdc"
+
+
+def test_a_loopback_receiver_is_refused_without_the_allowance(serve, ca_file):
+    def behave(conn, server):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server = serve(behave)
+    result = post(server.url(), ca_file, allowed=())
+    assert result.blocked
+    assert result.status_code is None
+    assert "address not allowed: 127.0.0.1 is a loopback address" in result.error
+    assert server.connections == 0  # never connected
+
+
+def test_the_address_connected_to_is_judged_not_the_one_saved(monkeypatch, ca_file):
+    # DNS rebinding: the host resolved to a public address when saved, now to metadata.
+    real = socket.getaddrinfo
+
+    def rebound(host, port, *args, **kwargs):
+        if host == "rebind.example.com":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    result = post("https://rebind.example.com/hook", ca_file)
+    assert result.blocked
+    assert "169.254.169.254 is a link-local address" in result.error

@@ -74,3 +74,12 @@ def test_disable_and_enable_keep_the_secret(make_endpoint):
     endpoint.refresh_from_db()
     assert endpoint.enabled
     assert endpoint.secret == secret
+
+
+def test_a_workspace_has_at_most_the_configured_number_of_endpoints(make_endpoint, settings):
+    settings.WEBHOOKS_MAX_ENDPOINTS_PER_WORKSPACE = 3
+    for n in range(3):
+        make_endpoint(url=f"https://h{n}.example.com/")
+    with pytest.raises(ValidationError, match="at most 3 endpoints"):
+        make_endpoint(url="https://h4.example.com/")
+    assert Endpoint.objects.count() == 3
