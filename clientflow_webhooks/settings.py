@@ -269,3 +269,10 @@ CELERY_BEAT_SCHEDULE = {
 # How long a claimed delivery is reserved for the worker sending it: longer than the
 # attempt deadline, so that only a lost worker lets the lease run out.
 WEBHOOKS_LEASE_SECONDS = WEBHOOKS_TIMEOUT + env.float("WEBHOOKS_LEASE_MARGIN", default=10.0)
+# A message carries at most 50 deliveries (replays batch them), each attempt bounded by
+# its own deadline: the task limits sit above that. Celery enforces them only in the
+# prefork pool; with threads, the per-attempt deadline is what bounds a task.
+CELERY_TASK_SOFT_TIME_LIMIT = int(50 * WEBHOOKS_LEASE_SECONDS)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
+if CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", float("inf")) <= CELERY_TASK_TIME_LIMIT:
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = CELERY_TASK_TIME_LIMIT + 60

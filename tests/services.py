@@ -6,6 +6,7 @@ skipped without them locally, failed without them in CI.
 
 import contextlib
 import os
+import random
 import signal
 import ssl
 import subprocess
@@ -81,18 +82,25 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int | None = None
 
 
 class Receiver:
     """An HTTPS server on 127.0.0.1 that records every request and answers as scripted.
 
-    `script(path, *actions)` queues answers for a path: an int is a status code,
-    ("hang", seconds) holds the request open. Unscripted requests get 200.
+    `script(path, *actions)` queues answers for a path. An action is a status code, or
+    ("hang", seconds) to hold the request open, or a misbehaviour: "drip" (the status
+    line one byte a second), "endless" (200 and a body that never ends), "huge" (200 and
+    10 MB), "close" (hang up in the middle of the headers). `flaky(path, rate)` answers
+    500 at random that share of the time. Otherwise 200. `Received.status` is what the
+    receiver answered (None when it did not answer with a status).
     """
 
     def __init__(self, ca: trustme.CA) -> None:
         self.requests: list[Received] = []
         self._scripts: dict[str, deque] = defaultdict(deque)
+        self._flaky: dict[str, float] = {}
+        self._random = random.Random(1234)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         receiver = self
@@ -105,10 +113,15 @@ class Receiver:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                action = receiver._record(Received(time.monotonic(), self.path, dict(self.headers), body))
+                request = Received(time.monotonic(), self.path, dict(self.headers), body)
+                action = receiver._record(request)
                 if isinstance(action, tuple) and action[0] == "hang":
                     receiver._stop.wait(action[1])
                     self.close_connection = True
+                    return
+                if isinstance(action, str):
+                    self.close_connection = True
+                    receiver._misbehave(action, self.wfile)
                     return
                 reply = f"status {action}".encode()
                 self.send_response(action)
@@ -134,6 +147,10 @@ class Receiver:
         with self._lock:
             self._scripts[path].extend(actions)
 
+    def flaky(self, path: str, rate: float) -> None:
+        with self._lock:
+            self._flaky[path] = rate
+
     def received(self, path: str | None = None) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if path is None or r.path == path]
@@ -142,7 +159,38 @@ class Receiver:
         with self._lock:
             self.requests.append(request)
             script = self._scripts[request.path]
-            return script.popleft() if script else 200
+            if script:
+                action = script.popleft()
+            elif self._random.random() < self._flaky.get(request.path, 0):
+                action = 500
+            else:
+                action = 200
+            request.status = action if isinstance(action, int) else (200 if action in ("endless", "huge") else None)
+            return action
+
+    def _misbehave(self, how: str, out) -> None:
+        try:
+            if how == "drip":
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":
+                    if self._stop.wait(1):
+                        return
+                    out.write(bytes([byte]))
+                    out.flush()
+            elif how == "endless":
+                out.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+                chunk = b"z" * 65536
+                while not self._stop.is_set():
+                    out.write(chunk)
+            elif how == "huge":
+                size = 10 * 1024 * 1024
+                out.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+                for _ in range(size // 65536):
+                    out.write(b"h" * 65536)
+            elif how == "close":
+                out.write(b"HTTP/1.1 200 OK\r\nContent-Le")
+                out.flush()
+        except OSError:
+            pass  # the client hung up: that is the point
 
     def close(self) -> None:
         self._stop.set()

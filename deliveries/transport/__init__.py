@@ -65,6 +65,8 @@ def post(
                 stream=True,
             )
             try:
+                if _headers_cut_off(response):
+                    raise requests.ConnectionError("the connection closed in the middle of the response headers")
                 result.status_code = response.status_code
                 result.response_headers = {_text(k): _text(v) for k, v in response.headers.items()}
                 result.response_body = _text(_read_limited(response, body_limit))
@@ -84,6 +86,13 @@ def post(
         result.error = f"timed out after {timeout:g}s"
     result.duration_ms = round((time.monotonic() - start) * 1000)
     return result
+
+
+def _headers_cut_off(response: requests.Response) -> bool:
+    """http.client takes end-of-stream inside the headers for their end; the email parser
+    under it notes the missing blank line as a defect. Such an answer is no answer."""
+    message = getattr(getattr(response.raw, "_original_response", None), "msg", None)
+    return any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in getattr(message, "defects", ()))
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:

@@ -283,3 +283,12 @@ def test_the_address_connected_to_is_judged_not_the_one_saved(monkeypatch, ca_fi
     result = post("https://rebind.example.com/hook", ca_file)
     assert result.blocked
     assert "169.254.169.254 is a link-local address" in result.error
+
+
+def test_a_connection_closed_in_the_middle_of_the_headers_is_no_answer(serve, ca_file):
+    def behave(conn, server):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Le")
+
+    result = post(serve(behave).url(), ca_file)
+    assert result.status_code is None
+    assert result.error.startswith("connection error")
