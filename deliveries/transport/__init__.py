@@ -6,6 +6,7 @@ machinery (see their docstrings).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,7 +152,6 @@ def describe_error(exc: BaseException) -> str:
             continue
         break
     detail = str(reason)
-    # urllib3 prefixes "<connection object at 0x…>: "; drop it.
-    if ">: " in detail:
-        detail = detail.split(">: ", 1)[1]
+    # urllib3 prefixes the connection ("<… object at 0x…>: " or "HTTPSConnection(host=…, port=…): ").
+    detail = re.sub(r"^(<[^>]*>|_?HTTPS?Connection\([^)]*\)): ", "", detail)
     return f"{kind}: {detail}" if detail else kind
