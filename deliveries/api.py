@@ -52,12 +52,7 @@ class DeliveryDetailApi(WorkspaceAPIView):
         description="The delivery, its event's payload and every attempt with what came back.",
     )
     def get(self, request: Request, slug: str, delivery_id: uuid.UUID) -> Response:
-        delivery = (
-            selectors.deliveries_of_workspace(workspace=self.workspace)
-            .prefetch_related("attempts")
-            .filter(id=delivery_id)
-            .first()
-        )
+        delivery = selectors.delivery_of_workspace(workspace=self.workspace, delivery_id=delivery_id)
         if delivery is None:
             raise NotFound()
         return Response(DeliveryDetailOutput(delivery).data)

@@ -69,3 +69,8 @@ def dead_letter_counts(*, endpoints: QuerySet[Endpoint]) -> list[tuple[Endpoint,
         .values_list("endpoint_id", "n")
     )
     return [(endpoint, counts.get(endpoint.id, 0)) for endpoint in endpoints]
+
+
+def delivery_of_workspace(*, workspace: Workspace, delivery_id: UUID) -> Delivery | None:
+    """One delivery of the workspace with its attempts, or None (also for other workspaces')."""
+    return deliveries_of_workspace(workspace=workspace).prefetch_related("attempts").filter(id=delivery_id).first()

@@ -17,12 +17,7 @@ class DeliveryDetailView(WorkspaceMixin, TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         delivery_id: uuid.UUID = self.kwargs["delivery_id"]
-        delivery = (
-            selectors.deliveries_of_workspace(workspace=self.workspace)
-            .prefetch_related("attempts")
-            .filter(id=delivery_id)
-            .first()
-        )
+        delivery = selectors.delivery_of_workspace(workspace=self.workspace, delivery_id=delivery_id)
         if delivery is None:
             raise Http404("No such delivery.")
         payload = json.dumps(json.loads(delivery.event.payload), indent=2, ensure_ascii=False)
