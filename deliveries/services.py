@@ -195,6 +195,15 @@ def request_headers(*, delivery: Delivery, body: bytes, secret: str) -> dict[str
     }
 
 
+def _redacted(headers: dict[str, str]) -> dict[str, str]:
+    """The request headers as kept for history: the signature cut short, so that nobody
+    who can read attempts (members, support, a dump) holds a request they could replay."""
+    kept = dict(headers)
+    if signature := kept.get("X-ClientFlow-Signature"):
+        kept["X-ClientFlow-Signature"] = f"{signature[:15]}…"
+    return kept
+
+
 def max_attempts() -> int:
     return 1 + len(settings.WEBHOOKS_RETRY_DELAYS)
 
@@ -267,7 +276,7 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
             number=number,
             started_at=result.started_at,
             duration_ms=result.duration_ms,
-            request_headers=result.request_headers,
+            request_headers=_redacted(result.request_headers),
             response_status=result.status_code,
             response_headers=result.response_headers,
             response_body=result.response_body,

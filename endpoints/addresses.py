@@ -30,6 +30,7 @@ _EXTRA_BLOCKED: tuple[tuple[Network, str], ...] = tuple(
         ("2001:20::/28", "an ORCHIDv2 address"),
         ("5f00::/16", "an IPv6 segment-routing address"),
         ("3fff::/20", "a documentation address"),
+        ("fec0::/10", "a site-local address"),
     )
 )
 

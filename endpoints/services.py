@@ -11,6 +11,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from clientflow_webhooks.models import Workspace
 
@@ -98,6 +99,7 @@ def _clean(**fields: tuple[Callable[[Any], Any], Any]) -> dict[str, Any]:
     return cleaned
 
 
+@sensitive_variables("secret")
 @transaction.atomic
 def endpoint_create(
     *,
@@ -172,7 +174,9 @@ def endpoint_update(
             # Drop the stale prefetch so endpoint.event_types reads the new rows.
             getattr(endpoint, "_prefetched_objects_cache", {}).pop("event_type_rows", None)
     if changes:
-        endpoint.save()
+        # Only what changed: a full save of a copy read earlier could write back an old
+        # secret that a rotation has since replaced.
+        endpoint.save(update_fields=[name for name in ("url", "description") if name in changes] + ["updated_at"])
         _audit(endpoint=endpoint, action=EndpointAuditEntry.Action.UPDATED, actor=actor, changes=changes)
     return endpoint
 
@@ -198,6 +202,7 @@ def _set_enabled(*, endpoint: Endpoint, enabled: bool, actor: AbstractBaseUser |
     return endpoint
 
 
+@sensitive_variables("secret")
 @transaction.atomic
 def endpoint_rotate_secret(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None) -> str:
     """Give the endpoint a new signing secret and return it; it is shown only now."""
@@ -226,7 +231,13 @@ def endpoint_secrets_reencrypt(*, batch_size: int = 500) -> int:
     last_id = 0
     while True:
         with transaction.atomic():
-            batch = list(Endpoint.objects.filter(id__gt=last_id).order_by("id").only("id", "secret")[:batch_size])
+            # Locked, so that a rotation running meanwhile is not overwritten with the old secret.
+            batch = list(
+                Endpoint.objects.select_for_update()
+                .filter(id__gt=last_id)
+                .order_by("id")
+                .only("id", "secret")[:batch_size]
+            )
             for endpoint in batch:
                 Endpoint.objects.filter(id=endpoint.id).update(secret=endpoint.secret)
         if not batch:

@@ -17,7 +17,7 @@ from clientflow_webhooks.views import WorkspaceMixin
 from deliveries.selectors import deliveries_of_endpoint, endpoints_with_health
 from deliveries.services import send_test_event
 
-from . import services
+from . import crypto, services
 from .api import MAX_ID, TestEventThrottle
 from .forms import EndpointForm
 from .models import Endpoint
@@ -59,7 +59,8 @@ class EndpointMixin(WorkspaceMixin):
 
     def show_secret_once(self, endpoint: Endpoint, secret: str) -> HttpResponse:
         waiting = self.request.session.get(SECRET_SESSION_KEY, {})
-        waiting[str(endpoint.id)] = [secret, time.time() + SECRET_WAITS_SECONDS]
+        # Encrypted like the column: sessions live in the database too.
+        waiting[str(endpoint.id)] = [crypto.encrypt(secret), time.time() + SECRET_WAITS_SECONDS]
         self.request.session[SECRET_SESSION_KEY] = waiting
         return HttpResponseRedirect(self.url("secret", endpoint))
 
@@ -132,7 +133,7 @@ class EndpointSecretView(EndpointMixin, TemplateView):
             entry = waiting.pop(str(endpoint.id), None)
             self.request.session[SECRET_SESSION_KEY] = waiting
             if entry and entry[1] > time.time():
-                secret = entry[0]
+                secret = crypto.decrypt(entry[0])
         return super().get_context_data(endpoint=endpoint, secret=secret, **kwargs)
 
 

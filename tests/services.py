@@ -119,6 +119,12 @@ class Receiver:
                     receiver._stop.wait(action[1])
                     self.close_connection = True
                     return
+                if isinstance(action, tuple) and action[0] == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", action[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if isinstance(action, str):
                     self.close_connection = True
                     receiver._misbehave(action, self.wfile)
@@ -165,7 +171,10 @@ class Receiver:
                 action = 500
             else:
                 action = 200
-            request.status = action if isinstance(action, int) else (200 if action in ("endless", "huge") else None)
+            if isinstance(action, tuple):
+                request.status = 302 if action[0] == "redirect" else None
+            else:
+                request.status = action if isinstance(action, int) else (200 if action in ("endless", "huge") else None)
             return action
 
     def _misbehave(self, how: str, out) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -69,7 +70,7 @@ def post(
                 if _headers_cut_off(response):
                     raise requests.ConnectionError("the connection closed in the middle of the response headers")
                 result.status_code = response.status_code
-                result.response_headers = {_text(k): _text(v) for k, v in response.headers.items()}
+                result.response_headers = _bounded_headers(response.headers)
                 result.response_body = _text(_read_limited(response, body_limit))
             finally:
                 response.close()
@@ -109,6 +110,15 @@ def _caused_by(exc: BaseException, kind: type[BaseException] | tuple[type[BaseEx
         else:
             seen = seen.__cause__
     return False
+
+
+MAX_HEADERS = 50
+MAX_HEADER_VALUE = 1024
+
+
+def _bounded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """What is kept of a receiver's headers: at most 50, each value at most 1 KiB."""
+    return {_text(k)[:256]: _text(v)[:MAX_HEADER_VALUE] for k, v in list(headers.items())[:MAX_HEADERS]}
 
 
 def _text(value: str) -> str:

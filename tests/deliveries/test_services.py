@@ -161,6 +161,8 @@ def test_successful_attempt_sends_signed_body_and_headers(workspace, make_endpoi
     assert attempt.outcome == "success" and attempt.number == 1
     assert attempt.request_headers["X-ClientFlow-Delivery"] == str(delivery.id)
     assert secret not in json.dumps(attempt.request_headers)
+    stored = attempt.request_headers["X-ClientFlow-Signature"]
+    assert stored.endswith("…") and stored != sent.headers["X-ClientFlow-Signature"]
 
 
 @responses.activate

@@ -36,7 +36,7 @@ def test_create_endpoint_send_test_event_and_read_the_attempt(worker, receiver, 
     assert json.loads(got.body) == delivery["payload"]
     [attempt] = delivery["attempts"]
     assert (attempt["number"], attempt["outcome"], attempt["response_status"]) == (1, "success", 200)
-    assert attempt["request_headers"]["X-ClientFlow-Signature"] == got.headers["X-ClientFlow-Signature"]
+    assert attempt["request_headers"]["X-ClientFlow-Signature"] == got.headers["X-ClientFlow-Signature"][:15] + "…"
     assert attempt["response_body"] == "status 200"
 
     listed = client.get("/api/v1/workspaces/acme/deliveries/", {"endpoint": endpoint["id"]}).json()["results"]

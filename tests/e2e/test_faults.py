@@ -59,7 +59,8 @@ def assert_states_match_receiver(deliveries, receiver, *, max_attempts=4, duplic
 
 
 def test_worker_killed_in_the_middle_of_an_attempt(worker_env, tmp_path, receiver, workspace, make_endpoint):
-    worker = Worker(worker_env, tmp_path)
+    # A deadline (6 s) the kill comes well before, so the attempt can only end by the kill.
+    worker = Worker({**worker_env, "WEBHOOKS_TIMEOUT": "6", "WEBHOOKS_LEASE_MARGIN": "1"}, tmp_path)
     worker.start()
     try:
         make_endpoint(url=receiver.url("/slow"))
@@ -67,12 +68,18 @@ def test_worker_killed_in_the_middle_of_an_attempt(worker_env, tmp_path, receive
         [event_id] = publish_many(workspace, 1)
         wait_for(lambda: len(receiver.received("/slow")) == 1, message="the attempt in flight")
         worker.kill()
+        worker = Worker(worker_env, tmp_path / "second")
+        (tmp_path / "second").mkdir()
         worker.start()  # the lease runs out, the sweeper re-enqueues, the new worker sends
         [delivery] = wait_all_ended([event_id], timeout=60)
     finally:
         worker.stop()
     assert delivery.status == "succeeded"
     assert [r.status for r in receiver.received("/slow")] == [None, 200]
+    # The killed attempt was never recorded (it did not end by its own deadline): its
+    # number was reserved, and the attempt that succeeded is the second.
+    assert [a.number for a in delivery.attempts.all()] == [2]
+    assert delivery.attempt_count == 2
     assert {r.headers["X-ClientFlow-Delivery"] for r in receiver.received("/slow")} == {str(delivery.id)}
 
 
@@ -196,7 +203,7 @@ def test_misbehaving_receivers_end_where_they_should(
             make_endpoint(url=receiver.url(f"/{path}"))
             receiver.script(f"/{path}", *actions)
         make_endpoint(url=receiver.url("/redirect"))
-        receiver.script("/redirect", 302, 302, 302, 302)
+        receiver.script("/redirect", *[("redirect", receiver.url("/followed"))] * 4)
         make_endpoint(url=rogue_receiver.url("/untrusted"))
         [event_id] = publish_many(workspace, 1)
         deliveries = {d.endpoint.url.rsplit("/", 1)[1]: d for d in wait_all_ended([event_id], timeout=120)}
@@ -216,7 +223,9 @@ def test_misbehaving_receivers_end_where_they_should(
     assert deliveries["close"].status == "exhausted"
     assert all(a.error.startswith("connection error") for a in attempts("close"))
     assert deliveries["redirect"].status == "exhausted"
-    assert {a.response_status for a in attempts("redirect")} == {302}  # never followed
+    assert {a.response_status for a in attempts("redirect")} == {302}
+    assert {a.response_headers["Location"] for a in attempts("redirect")} == {receiver.url("/followed")}
+    assert receiver.received("/followed") == []  # never followed
     assert deliveries["untrusted"].status == "exhausted"
     assert all("certificate verify failed" in a.error for a in attempts("untrusted"))
     assert rogue_receiver.received() == []

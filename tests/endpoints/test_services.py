@@ -83,3 +83,13 @@ def test_a_workspace_has_at_most_the_configured_number_of_endpoints(make_endpoin
     with pytest.raises(ValidationError, match="at most 3 endpoints"):
         make_endpoint(url="https://h4.example.com/")
     assert Endpoint.objects.count() == 3
+
+
+def test_an_update_from_a_stale_copy_never_brings_back_a_rotated_secret(make_endpoint):
+    from endpoints.services import endpoint_rotate_secret, endpoint_update
+
+    endpoint, _ = make_endpoint()
+    stale = Endpoint.objects.get(id=endpoint.id)
+    new = endpoint_rotate_secret(endpoint=endpoint)
+    endpoint_update(endpoint=stale, description="changed elsewhere")
+    assert Endpoint.objects.get(id=endpoint.id).secret == new

@@ -261,3 +261,13 @@ def test_workspace_switcher_lists_every_workspace_of_the_person(client, workspac
     page = client.get(BASE).content.decode()
     assert 'href="/workspaces/beta/settings/webhooks/"' in page
     assert client.get("/").status_code == 302
+
+
+def test_the_waiting_secret_is_encrypted_in_the_session(browser_client):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    from django.contrib.sessions.models import Session
+
+    stored = Session.objects.get().session_data
+    assert endpoint.secret not in stored
+    assert endpoint.secret not in str(Session.objects.get().get_decoded())
