@@ -18,7 +18,7 @@ from django.db import connection
 
 from deliveries.models import Delivery
 from deliveries.services import event_publish
-from tests.services import Worker, wait_for
+from tests.services import SESSION_QUEUE, Worker, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -93,7 +93,10 @@ def test_broker_flushed_with_200_deliveries_pending_or_scheduled(
         receiver.flaky("/flush", 0.5)
         event_ids = publish_many(workspace, 200)
         wait_for(lambda: len(receiver.received()) >= 40, message="deliveries flowing")
-        redis.Redis.from_url(live_services).flushdb()  # queued and unacknowledged messages gone
+        broker = redis.Redis.from_url(live_services)
+        in_broker = broker.llen(SESSION_QUEUE) + broker.hlen("unacked")
+        broker.flushdb()  # queued and unacknowledged messages gone
+        assert in_broker > 0, "nothing was in the broker to lose: the test proved nothing"
         deliveries = wait_all_ended(event_ids)
     finally:
         worker.stop()
