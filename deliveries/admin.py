@@ -198,18 +198,8 @@ class DeadLetterAdmin(RefuseForgedActionsMixin, DeliverySearchMixin, ReadOnlyAdm
     paginator = CappedCountPaginator
     list_per_page = 100
     actions = ["replay"]
-    fields = [
-        "id",
-        "workspace",
-        "endpoint_link",
-        "event_type",
-        "event_id",
-        "status",
-        "reason",
-        "attempt_count",
-        "created_at",
-        "completed_at",
-    ]
+    # The page shows what the list shows, with the id and both times.
+    fields = ["id", *list_display[1:], "created_at", "completed_at"]
     readonly_fields = fields
     inlines = [AttemptInline, ReplayInline]
     change_form_template = "admin/deliveries/deadletter/change_form.html"
