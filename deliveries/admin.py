@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from clientflow_webhooks.models import Workspace
-from clientflow_webhooks.parsing import is_uuid
+from clientflow_webhooks.parsing import MAX_ID, is_uuid
 from endpoints import event_types as catalogue
 from endpoints.admin import EndpointAdmin as BaseEndpointAdmin
 from endpoints.models import Endpoint
@@ -139,7 +139,7 @@ class EndpointFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         value = self.value() or ""
-        if value.isascii() and value.isdigit() and int(value) < 2**63:
+        if value.isascii() and value.isdigit() and int(value) <= MAX_ID:
             return queryset.filter(endpoint_id=int(value))
         return queryset
 

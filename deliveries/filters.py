@@ -5,6 +5,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
 
+from clientflow_webhooks.parsing import MAX_ID
 from endpoints import event_types as catalogue
 
 from .models import Delivery
@@ -34,7 +35,7 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 class DeliveryFilter(django_filters.FilterSet):
     # Bounded so that an id no bigint can hold is a 400, not a database error.
-    endpoint = IdFilter(field_name="endpoint_id", min_value=1, max_value=2**63 - 1, help_text="endpoint id")
+    endpoint = IdFilter(field_name="endpoint_id", min_value=1, max_value=MAX_ID, help_text="endpoint id")
     status = django_filters.ChoiceFilter(choices=Delivery.Status.choices)
     event_type = django_filters.ChoiceFilter(
         field_name="event__type", choices=[(name, name) for name in catalogue.BY_NAME]

@@ -19,6 +19,7 @@ from clientflow_webhooks.api import (
     WorkspaceAPIView,
     error_response,
 )
+from clientflow_webhooks.parsing import MAX_ID
 from deliveries.selectors import endpoints_with_health
 from deliveries.serializers import DeliveryOutput
 from deliveries.services import send_test_event
@@ -34,8 +35,6 @@ from .serializers import (
     EndpointWithSecretOutput,
     EventTypeOutput,
 )
-
-MAX_ID = 2**63 - 1  # beyond a bigint nothing exists; asking must be a 404, not a 500
 
 
 class EventTypeListApi(APIView):

@@ -12,13 +12,13 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.generic import FormView, TemplateView, View
 
-from clientflow_webhooks.parsing import is_uuid
+from clientflow_webhooks.parsing import MAX_ID, is_uuid
 from clientflow_webhooks.views import WorkspaceMixin
 from deliveries.selectors import deliveries_of_endpoint, endpoints_with_health
 from deliveries.services import send_test_event
 
 from . import crypto, services
-from .api import MAX_ID, TestEventThrottle
+from .api import TestEventThrottle
 from .forms import EndpointForm
 from .models import Endpoint
 
