@@ -160,7 +160,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 # --- API ---------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -208,6 +207,16 @@ else:
     # A countdown message is held unacknowledged by the worker until it is due; the
     # visibility timeout must be longer than any countdown or Redis re-delivers it.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Wake-up marks that keep one queued message per endpoint must be seen by every web
+# and worker process: kept in the broker's Redis, or in files under var/ in development.
+_REDIS_BROKER = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+CACHES = {
+    "default": env.cache("CACHE_URL", default="locmemcache://"),
+    "deliveries": env.cache(
+        "WEBHOOKS_CACHE_URL", default=CELERY_BROKER_URL if _REDIS_BROKER else f"filecache://{VAR_DIR / 'cache'}"
+    ),
+}
+CACHES["deliveries"].setdefault("KEY_PREFIX", "webhooks")
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", default="webhooks")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -270,13 +279,26 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=WEBHOOKS_SWEEP_INTERVAL),
     },
 }
-# How long a claimed delivery is reserved for the worker sending it: longer than the
-# attempt deadline, so that only a lost worker lets the lease run out.
-WEBHOOKS_LEASE_SECONDS = WEBHOOKS_TIMEOUT + env.float("WEBHOOKS_LEASE_MARGIN", default=10.0)
-# A message carries at most 50 deliveries (replays batch them), each attempt bounded by
-# its own deadline: the task limits sit above that. Celery enforces them only in the
-# prefork pool; with threads, the per-attempt deadline is what bounds a task.
-CELERY_TASK_SOFT_TIME_LIMIT = int(50 * WEBHOOKS_LEASE_SECONDS)
+# A worker drains one endpoint's due deliveries at a time: it claims them in batches of
+# WEBHOOKS_BATCH_SIZE and starts no new attempt after WEBHOOKS_DRAIN_SECONDS, so that a
+# busy endpoint yields its worker slot to the others (docs/performance.md).
+WEBHOOKS_BATCH_SIZE = env.int("WEBHOOKS_BATCH_SIZE", default=20)
+WEBHOOKS_DRAIN_SECONDS = env.float("WEBHOOKS_DRAIN_SECONDS", default=1.0)
+# How many workers may deliver to one endpoint at once (PostgreSQL only): one customer's
+# outage holds at most this many worker slots.
+WEBHOOKS_ENDPOINT_CONCURRENCY = env.int("WEBHOOKS_ENDPOINT_CONCURRENCY", default=2)
+# Above this many endpoints, a publish hands the wake-up messages to the workers.
+WEBHOOKS_FANOUT_CHUNK = env.int("WEBHOOKS_FANOUT_CHUNK", default=200)
+for _name in ("WEBHOOKS_BATCH_SIZE", "WEBHOOKS_ENDPOINT_CONCURRENCY", "WEBHOOKS_FANOUT_CHUNK"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1.")
+# How long a claimed batch is reserved for the worker sending it: longer than the drain
+# plus one attempt's deadline, so that only a lost worker lets the lease run out.
+WEBHOOKS_LEASE_SECONDS = WEBHOOKS_DRAIN_SECONDS + WEBHOOKS_TIMEOUT + env.float("WEBHOOKS_LEASE_MARGIN", default=10.0)
+# A task drains for at most WEBHOOKS_DRAIN_SECONDS plus one attempt; the limits sit well
+# above that. Celery enforces them only in the prefork pool; with threads, the drain
+# budget and the per-attempt deadline are what bound a task.
+CELERY_TASK_SOFT_TIME_LIMIT = int(5 * WEBHOOKS_LEASE_SECONDS)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 if CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", float("inf")) <= CELERY_TASK_TIME_LIMIT:
     CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = CELERY_TASK_TIME_LIMIT + 60

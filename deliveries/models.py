@@ -69,6 +69,10 @@ class Delivery(models.Model):
         indexes = [
             # The sweeper: pending deliveries by due time.
             models.Index(fields=["next_attempt_at"], name="delivery_pending_due", condition=Q(status="pending")),
+            # A worker draining an endpoint: its pending deliveries by due time.
+            models.Index(
+                fields=["endpoint", "next_attempt_at"], name="delivery_endpoint_due", condition=Q(status="pending")
+            ),
             # The dead-letter list, newest first.
             models.Index(
                 fields=["-completed_at"],

@@ -21,13 +21,28 @@ def dead_letters() -> QuerySet[Delivery]:
     )
 
 
-def deliveries_overdue(*, now: datetime, grace: timedelta, limit: int) -> list[UUID]:
-    """Pending deliveries due for longer than `grace` that no live worker holds."""
+def endpoints_overdue(*, now: datetime, grace: timedelta, limit: int) -> list[int]:
+    """Endpoints with a pending delivery due for longer than `grace` that no live worker
+    holds: its wake-up was lost or its worker died."""
     return list(
-        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now - grace)
+        Delivery.objects.filter(
+            status=Delivery.Status.PENDING, next_attempt_at__lte=now - grace, endpoint__isnull=False
+        )
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .order_by()
+        .values_list("endpoint_id", flat=True)
+        .distinct()[:limit]
+    )
+
+
+def endpoint_next_due(*, endpoint_id: int, now: datetime) -> datetime | None:
+    """When the endpoint's next pending delivery that nobody holds is due, if it has one."""
+    return (
+        Delivery.objects.filter(endpoint_id=endpoint_id, status=Delivery.Status.PENDING)
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
         .order_by("next_attempt_at")
-        .values_list("id", flat=True)[:limit]
+        .values_list("next_attempt_at", flat=True)
+        .first()
     )
 
 

@@ -1,17 +1,20 @@
 """Publishing events and delivering them: every write of the delivery pipeline."""
 
+import contextlib
 import json
 import logging
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.cache import caches
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -29,7 +32,6 @@ from .signing import signature_header
 
 logger = logging.getLogger(__name__)
 
-DELIVER_TASK = "deliveries.tasks.deliver"
 USER_AGENT = f"ClientFlow-Webhooks/{clientflow_webhooks.__version__}"
 
 
@@ -52,7 +54,8 @@ def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _event_create(*, workspace: Workspace, event_type: str, data: dict[str, Any]) -> Event:
+def _event_build(*, workspace: Workspace, event_type: str, data: dict[str, Any]) -> Event:
+    """The event with its exact body, validated, not saved yet."""
     if not isinstance(data, dict):
         raise ValidationError({"data": ["Event data must be a JSON object."]})
     try:
@@ -81,93 +84,262 @@ def _event_create(*, workspace: Workspace, event_type: str, data: dict[str, Any]
                 ]
             }
         )
-    event.save(force_insert=True)
     return event
 
 
-@transaction.atomic
 def event_publish(*, workspace: Workspace, event_type: str, data: dict[str, Any]) -> Event:
     """Record the event and one pending delivery per enabled endpoint subscribed to it.
 
     Runs in the caller's transaction when there is one: deliveries are enqueued only
     after it commits, so a rolled-back caller sends nothing.
     """
+    (event,) = events_publish(workspace=workspace, event_type=event_type, data_list=[data])
+    return event
+
+
+@transaction.atomic
+def events_publish(*, workspace: Workspace, event_type: str, data_list: Sequence[dict[str, Any]]) -> list[Event]:
+    """Publish several events of one type at once (a bulk change in ClientFlow): the same
+    as `event_publish` for each, in a constant number of queries."""
     if event_type not in catalogue.SUBSCRIBABLE_NAMES:
         if event_type == catalogue.TEST_EVENT.name:
             message = f"{event_type} is sent only by Send Test Event."
         else:
             message = f"Unknown event type: {event_type}."
         raise ValidationError({"event_type": [message]})
-    event = _event_create(workspace=workspace, event_type=event_type, data=data)
-    endpoint_ids = list(endpoints_subscribed(workspace=workspace, event_type=event_type).values_list("id", flat=True))
-    deliveries = Delivery.objects.bulk_create(
-        Delivery(event=event, endpoint_id=endpoint_id, next_attempt_at=event.created_at) for endpoint_id in endpoint_ids
+    events = Event.objects.bulk_create(
+        [_event_build(workspace=workspace, event_type=event_type, data=data) for data in data_list]
     )
-    delivery_ids = [str(d.id) for d in deliveries]
-    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=delivery_ids), robust=True)
-    logger.info("event %s %s published to %d endpoints", event.id, event_type, len(delivery_ids))
-    return event
+    endpoint_ids = list(endpoints_subscribed(workspace=workspace, event_type=event_type).values_list("id", flat=True))
+    Delivery.objects.bulk_create(
+        Delivery(event=event, endpoint_id=endpoint_id, next_attempt_at=event.created_at)
+        for event in events
+        for endpoint_id in endpoint_ids
+    )
+    if endpoint_ids:
+        transaction.on_commit(lambda: endpoints_wake(endpoint_ids=endpoint_ids), robust=True)
+    for event in events:
+        logger.info("event %s %s published to %d endpoints", event.id, event_type, len(endpoint_ids))
+    return events
 
 
 @transaction.atomic
 def send_test_event(*, endpoint: Endpoint) -> Delivery:
     """Send a synthetic ``webhook.test`` event to `endpoint` alone, enabled or not."""
-    event = _event_create(
+    event = _event_build(
         workspace=endpoint.workspace,
         event_type=catalogue.TEST_EVENT.name,
         data={"message": "This is a test event from ClientFlow.", "endpoint_id": endpoint.id},
     )
+    event.save(force_insert=True)
     delivery = Delivery.objects.create(event=event, endpoint=endpoint, next_attempt_at=event.created_at)
-    transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[str(delivery.id)]), robust=True)
+    transaction.on_commit(lambda: endpoints_wake(endpoint_ids=[endpoint.id]), robust=True)
     return delivery
 
 
-def deliveries_enqueue(*, delivery_ids: Sequence[str], countdown: float = 0, per_message: int = 1) -> None:
-    """Send the deliveries to the workers over one broker connection, `per_message` ids in
-    each message (one by default, so that a slow endpoint holds up no other).
+# --- waking workers ---------------------------------------------------------------
+# A message names an endpoint, not a delivery: "this endpoint has due deliveries". The
+# worker that takes it drains the endpoint (`endpoint_drain`), so one message carries as
+# many deliveries as are due, and at most one wake-up per endpoint waits in the queue.
 
-    Never raises: a message that cannot be sent (broker down) only delays its delivery,
-    because the sweeper re-enqueues what is due from the database.
+DRAIN_TASK = "deliveries.tasks.drain_endpoint"
+WAKE_TASK = "deliveries.tasks.wake_endpoints"
+# How long the mark "a wake-up for this endpoint is queued" stands; if its message is
+# lost, the sweeper wakes the endpoint anyway.
+WAKE_MARK_SECONDS = 5
+
+
+def _wake_mark(endpoint_id: int, at: datetime | None) -> str:
+    return f"wake:{endpoint_id}:{at.timestamp() if at else 'now'}"
+
+
+def endpoints_wake(*, endpoint_ids: Sequence[int], at: datetime | None = None, force: bool = False) -> None:
+    """Ask the workers to drain these endpoints now, or at `at`. An endpoint whose
+    wake-up for the same moment is already queued gets no second one, unless `force`.
+
+    Never raises: a message that cannot be sent (broker down) only delays deliveries,
+    because the sweeper wakes every endpoint with overdue deliveries.
     """
-    if not delivery_ids:
+    if len(endpoint_ids) > settings.WEBHOOKS_FANOUT_CHUNK:
+        # A large fan-out: the workers send the wake-ups, so the publisher returns at once.
+        chunks = [
+            list(endpoint_ids[i : i + settings.WEBHOOKS_FANOUT_CHUNK])
+            for i in range(0, len(endpoint_ids), settings.WEBHOOKS_FANOUT_CHUNK)
+        ]
+        _send(WAKE_TASK, [([chunk], {"at": at.isoformat() if at else None, "force": force}) for chunk in chunks], at)
         return
+    marks = caches["deliveries"]
+    countdown = None
+    if at is not None:
+        countdown = max(0.0, (at - timezone.now()).total_seconds())
+    timeout = WAKE_MARK_SECONDS + (countdown or 0)
+    woken = [i for i in endpoint_ids if force or marks.add(_wake_mark(i, at), 1, timeout=timeout)]
+    if not _send(DRAIN_TASK, [([i], {}) for i in woken], at) and not force:
+        marks.delete_many([_wake_mark(i, at) for i in woken])
+
+
+def _send(task: str, calls: list[tuple[list[Any], dict[str, Any]]], at: datetime | None) -> bool:
+    if not calls:
+        return True
     try:
         with celery_app.producer_or_acquire() as producer:
-            for start in range(0, len(delivery_ids), per_message):
-                chunk = list(delivery_ids[start : start + per_message])
-                celery_app.send_task(DELIVER_TASK, args=[chunk], countdown=countdown or None, producer=producer)
+            for args, kwargs in calls:
+                celery_app.send_task(task, args=args, kwargs=kwargs, eta=at, producer=producer)
     except Exception:
-        logger.exception("could not enqueue %d deliveries; the sweeper will send them", len(delivery_ids))
+        logger.exception("could not send %d %s messages; the sweeper will catch up", len(calls), task)
+        return False
+    return True
 
 
 def deliveries_sweep() -> int:
-    """Re-enqueue due deliveries whose message went missing or whose worker was lost."""
-    now = timezone.now()
-    overdue = selectors.deliveries_overdue(
-        now=now, grace=timedelta(seconds=settings.WEBHOOKS_SWEEP_GRACE), limit=settings.WEBHOOKS_SWEEP_BATCH
+    """Wake the endpoints of deliveries that have been due for longer than the grace
+    period with nobody working on them: their message was lost or their worker died.
+    Returns how many endpoints were woken."""
+    endpoint_ids = selectors.endpoints_overdue(
+        now=timezone.now(),
+        grace=timedelta(seconds=settings.WEBHOOKS_SWEEP_GRACE),
+        limit=settings.WEBHOOKS_SWEEP_BATCH,
     )
-    # Marked due "now", so that the next sweeps leave them alone for another grace period
-    # instead of piling more messages on a queue that is only slow.
-    swept = Delivery.objects.filter(id__in=overdue, status=Delivery.Status.PENDING).update(next_attempt_at=now)
-    if swept:
-        logger.warning("sweeper re-enqueues %d overdue deliveries", swept)
-        deliveries_enqueue(delivery_ids=[str(i) for i in overdue])
-    return swept
+    if endpoint_ids:
+        logger.warning("sweeper wakes %d endpoints with overdue deliveries", len(endpoint_ids))
+        endpoints_wake(endpoint_ids=endpoint_ids, force=True)
+    return len(endpoint_ids)
 
 
-def _delivery_claim(*, delivery_id: str, now: datetime) -> datetime | None:
-    """Take the lease on a due delivery and reserve the next attempt number.
+# --- delivering ---------------------------------------------------------------------
 
-    Returns the lease's expiry, which also identifies this claim, or None when the
-    delivery is not due or another worker holds it.
+
+DISABLED = "The endpoint is disabled."
+ADVISORY_LOCK_SLOTS = 256  # endpoint id * 256 + slot: the advisory lock key of a slot
+
+
+@contextlib.contextmanager
+def _endpoint_slot(*, endpoint_id: int) -> Iterator[bool]:
+    """Hold one of the endpoint's WEBHOOKS_ENDPOINT_CONCURRENCY slots, if one is free.
+
+    PostgreSQL session advisory locks: free again when this connection ends, so a lost
+    worker holds nothing. Other databases (SQLite in development) have no bound.
     """
-    lease = now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
-    claimed = (
-        Delivery.objects.filter(id=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now)
-        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .update(locked_until=lease, attempt_count=F("attempt_count") + 1)
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    slots = min(settings.WEBHOOKS_ENDPOINT_CONCURRENCY, ADVISORY_LOCK_SLOTS)
+    with connection.cursor() as cursor:
+        # Stops at the first slot it gets: the executor pulls one row at a time.
+        cursor.execute(
+            "SELECT k FROM generate_series(%s::bigint, %s::bigint) AS k WHERE pg_try_advisory_lock(k) LIMIT 1",
+            [endpoint_id * ADVISORY_LOCK_SLOTS, endpoint_id * ADVISORY_LOCK_SLOTS + slots - 1],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [row[0]])
+        except DatabaseError:
+            # The connection is gone, and the lock with it.
+            logger.warning("endpoint %s: could not release its slot; the connection is gone", endpoint_id)
+
+
+def endpoint_drain(*, endpoint_id: int) -> int:
+    """Make the due attempts of one endpoint, in batches, for at most
+    WEBHOOKS_DRAIN_SECONDS (plus the attempt under way), then wake the endpoint again for
+    whatever is left. Returns the number of attempts made.
+
+    Call it outside any transaction: leases must be visible to other workers at once.
+    """
+    caches["deliveries"].delete(_wake_mark(endpoint_id, None))  # later publishes wake it again
+    with _endpoint_slot(endpoint_id=endpoint_id) as held:
+        if not held:
+            # Every slot is busy; whoever holds one wakes the endpoint again when done.
+            logger.debug("endpoint %s: every slot is busy", endpoint_id)
+            return 0
+        made = _drain(endpoint_id=endpoint_id)
+    # After the slot is released: a wake-up turned away meanwhile is not lost.
+    following = selectors.endpoint_next_due(endpoint_id=endpoint_id, now=timezone.now())
+    if following is not None:
+        endpoints_wake(endpoint_ids=[endpoint_id], at=None if following <= timezone.now() else following)
+    return made
+
+
+def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool = False) -> int:
+    """End the endpoint's pending deliveries as cancelled (it is being deleted, or it is
+    disabled: then Send Test Event still reaches it). Returns how many."""
+    pending = Delivery.objects.filter(endpoint=endpoint, status=Delivery.Status.PENDING)
+    if keep_test_events:
+        pending = pending.exclude(event__type=catalogue.TEST_EVENT.name)
+    cancelled = pending.update(
+        status=Delivery.Status.CANCELLED,
+        last_error=reason,
+        completed_at=timezone.now(),
+        next_attempt_at=None,
+        locked_until=None,
     )
-    return lease if claimed == 1 else None
+    if cancelled:
+        logger.info("endpoint %s: %d pending deliveries cancelled: %s", endpoint.id, cancelled, reason)
+    return cancelled
+
+
+def _drain(*, endpoint_id: int) -> int:
+    stop_at = time.monotonic() + settings.WEBHOOKS_DRAIN_SECONDS
+    endpoint = Endpoint.objects.filter(id=endpoint_id).first()
+    if endpoint is None:
+        return 0  # deleting an endpoint cancels its pending deliveries
+    if not endpoint.enabled:
+        deliveries_cancel(endpoint=endpoint, reason=DISABLED, keep_test_events=True)
+    secret = endpoint.secret  # decrypted once for the whole drain
+    made = 0
+    while True:
+        lease, batch = _deliveries_claim(endpoint=endpoint)
+        for index, delivery in enumerate(batch):
+            # The first of a batch always goes, so that every drain makes progress.
+            if index and time.monotonic() >= stop_at:
+                _deliveries_release(deliveries=batch[index:], lease=lease)
+                return made
+            try:
+                if _attempt(delivery=delivery, endpoint=endpoint, secret=secret, lease=lease) is not None:
+                    made += 1
+            except Exception:
+                # Its lease runs out and the sweeper tries it again; the others go on.
+                logger.exception("delivery %s attempt crashed", delivery.id)
+        if len(batch) < settings.WEBHOOKS_BATCH_SIZE or time.monotonic() >= stop_at:
+            return made
+
+
+@transaction.atomic
+def _deliveries_claim(*, endpoint: Endpoint) -> tuple[datetime, list[Delivery]]:
+    """Lease a batch of the endpoint's due deliveries and reserve each one's next attempt
+    number: two queries, whatever the batch size. Rows another worker is claiming are
+    skipped, not waited for."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+    batch = list(
+        Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("event")
+        .filter(endpoint=endpoint, status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .order_by("next_attempt_at")[: settings.WEBHOOKS_BATCH_SIZE]
+    )
+    if batch:
+        Delivery.objects.filter(id__in=[d.id for d in batch]).update(
+            locked_until=lease, attempt_count=F("attempt_count") + 1
+        )
+    for delivery in batch:
+        delivery.attempt_count += 1
+        delivery.locked_until = lease
+        delivery.endpoint = endpoint
+    return lease, batch
+
+
+def _deliveries_release(*, deliveries: Sequence[Delivery], lease: datetime) -> None:
+    """Give back claimed deliveries that were not attempted, and their reserved numbers."""
+    Delivery.objects.filter(id__in=[d.id for d in deliveries], locked_until=lease).update(
+        locked_until=None, attempt_count=F("attempt_count") - 1
+    )
 
 
 def _delivery_end(*, delivery: Delivery, status: str, error: str, attempted: bool) -> None:
@@ -208,29 +380,12 @@ def max_attempts() -> int:
     return 1 + len(settings.WEBHOOKS_RETRY_DELAYS)
 
 
-def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
-    """Make the next attempt of a delivery if it is due and nobody else is making it.
-
-    Records the attempt and moves the delivery on: succeeded, failed (permanent 4xx),
-    scheduled for a retry, or exhausted. Returns the attempt, or None if none was made.
-    Call it outside any transaction: the lease must be visible to other workers at once.
-    """
-    now = timezone.now()
-    lease = _delivery_claim(delivery_id=delivery_id, now=now)
-    if lease is None:
-        logger.debug("delivery %s not due or already claimed", delivery_id)
-        return None
-    delivery = Delivery.objects.select_related("event", "endpoint").get(id=delivery_id)
-    endpoint = delivery.endpoint
-    if endpoint is None:
-        _delivery_end(
-            delivery=delivery, status=Delivery.Status.CANCELLED, error="The endpoint was deleted.", attempted=False
-        )
-        return None
+def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str, lease: datetime) -> DeliveryAttempt | None:
+    """Make the attempt of a claimed delivery and record it in one short transaction (two
+    queries): succeeded, failed (permanent 4xx), scheduled for a retry, or exhausted.
+    Returns the attempt, or None if none was made."""
     if not endpoint.enabled and delivery.event.type != catalogue.TEST_EVENT.name:
-        _delivery_end(
-            delivery=delivery, status=Delivery.Status.CANCELLED, error="The endpoint is disabled.", attempted=False
-        )
+        _delivery_end(delivery=delivery, status=Delivery.Status.CANCELLED, error=DISABLED, attempted=False)
         return None
     number = delivery.attempt_count
     in_schedule = number - delivery.attempts_before_replay  # this attempt's place in the schedule
@@ -248,7 +403,7 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
     result = transport.post(
         url=endpoint.url,
         body=body,
-        headers=request_headers(delivery=delivery, body=body, secret=endpoint.secret),
+        headers=request_headers(delivery=delivery, body=body, secret=secret),
         timeout=settings.WEBHOOKS_TIMEOUT,
         ca_file=settings.WEBHOOKS_CA_BUNDLE,
         body_limit=settings.WEBHOOKS_RESPONSE_BODY_LIMIT,
@@ -268,6 +423,7 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
         if delay is None:
             update.update(status=Delivery.Status.EXHAUSTED, completed_at=ended_at, next_attempt_at=None)
         else:
+            # The drain wakes the endpoint again for it (`endpoint_drain`).
             update.update(next_attempt_at=ended_at + timedelta(seconds=delay))
 
     with transaction.atomic():
@@ -286,8 +442,6 @@ def delivery_attempt(*, delivery_id: str) -> DeliveryAttempt | None:
         # Only while our lease holds: if it ran out and another worker claimed the
         # delivery, that worker decides what happens next.
         kept = Delivery.objects.filter(id=delivery.id, locked_until=lease).update(**update)
-        if kept and delay is not None:
-            transaction.on_commit(lambda: deliveries_enqueue(delivery_ids=[delivery_id], countdown=delay), robust=True)
     if not kept:
         logger.warning("delivery %s attempt %d finished after its lease ran out", delivery.id, number)
     logger.info(
@@ -316,7 +470,6 @@ REFUSED_DISABLED = "its endpoint is disabled"
 
 
 REPLAY_CHUNK = 1000
-REPLAY_MESSAGE_SIZE = 50
 
 
 def delivery_replay(
@@ -371,7 +524,5 @@ def _replay_chunk(
     )
     DeliveryReplay.objects.bulk_create(DeliveryReplay(delivery_id=i, actor=actor, batch=batch) for i in replayed_ids)
     result.replayed.extend(replayed)
-    delivery_ids = [str(i) for i in replayed_ids]
-    transaction.on_commit(
-        lambda: deliveries_enqueue(delivery_ids=delivery_ids, per_message=REPLAY_MESSAGE_SIZE), robust=True
-    )
+    endpoint_ids = sorted({d.endpoint_id for d in replayed})
+    transaction.on_commit(lambda: endpoints_wake(endpoint_ids=endpoint_ids), robust=True)

@@ -1,23 +1,22 @@
-"""Celery tasks: thin wrappers that load ids and call services."""
+"""Celery tasks: thin wrappers that call services."""
 
-import logging
+from datetime import datetime
 
 from celery import shared_task
 
 from . import services
 
-logger = logging.getLogger(__name__)
+
+@shared_task(name="deliveries.tasks.drain_endpoint")
+def drain_endpoint(endpoint_id: int) -> int:
+    """Make the due attempts of one endpoint (see `services.endpoint_drain`)."""
+    return services.endpoint_drain(endpoint_id=endpoint_id)
 
 
-@shared_task(name="deliveries.tasks.deliver")
-def deliver(delivery_ids: list[str]) -> None:
-    """Make the next attempt of each delivery (a message carries one or several)."""
-    for delivery_id in delivery_ids:
-        try:
-            services.delivery_attempt(delivery_id=delivery_id)
-        except Exception:
-            # The lease runs out and the sweeper tries again; the others go on.
-            logger.exception("delivery %s attempt crashed", delivery_id)
+@shared_task(name="deliveries.tasks.wake_endpoints")
+def wake_endpoints(endpoint_ids: list[int], at: str | None = None, force: bool = False) -> None:
+    """The wake-ups of a large fan-out, sent from a worker instead of the publisher."""
+    services.endpoints_wake(endpoint_ids=endpoint_ids, at=datetime.fromisoformat(at) if at else None, force=force)
 
 
 @shared_task(name="deliveries.tasks.sweep_due_deliveries")

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from clientflow_webhooks.models import Workspace
+from deliveries.services import deliveries_cancel
 
 from . import addresses
 from . import event_types as catalogue
@@ -218,6 +219,7 @@ def endpoint_delete(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None
     _audit(
         endpoint=endpoint, action=EndpointAuditEntry.Action.DELETED, actor=actor, changes={"url": [endpoint.url, None]}
     )
+    deliveries_cancel(endpoint=endpoint, reason="The endpoint was deleted.")
     endpoint.delete()
 
 

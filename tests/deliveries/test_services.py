@@ -4,13 +4,14 @@ from datetime import timedelta
 import pytest
 import requests
 import responses
+from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries import selectors, services
-from deliveries.models import Delivery, Event
+from deliveries.models import Delivery, DeliveryAttempt, Event
 from deliveries.signing import signature_header
 from endpoints.services import endpoint_disable
 
@@ -19,13 +20,14 @@ URL = "https://hooks.example.com/clientflow"
 
 @pytest.fixture
 def enqueued(monkeypatch):
-    """Record what would be sent to the broker instead of sending it."""
-    calls: list[tuple[list[str], float]] = []
+    """Record the wake-ups that would be sent to the broker instead of sending them:
+    (endpoint ids, when: None for now)."""
+    calls: list[tuple[list[int], object]] = []
 
-    def fake_enqueue(*, delivery_ids, countdown=0):
-        calls.append((list(delivery_ids), countdown))
+    def fake_wake(*, endpoint_ids, at=None, force=False):
+        calls.append((list(endpoint_ids), at))
 
-    monkeypatch.setattr(services, "deliveries_enqueue", fake_enqueue)
+    monkeypatch.setattr(services, "endpoints_wake", fake_wake)
     return calls
 
 
@@ -41,6 +43,14 @@ def publish(workspace, event_type="invoice.paid", data=None):
 
 def make_due(delivery_id):
     Delivery.objects.filter(id=delivery_id).update(next_attempt_at=timezone.now())
+
+
+def drain(delivery):
+    """One drain of the delivery's endpoint, as a worker runs it; returns the attempt it
+    made of `delivery`, if any."""
+    before = list(DeliveryAttempt.objects.filter(delivery_id=delivery.id).values_list("id", flat=True))
+    services.endpoint_drain(endpoint_id=delivery.endpoint_id)
+    return DeliveryAttempt.objects.filter(delivery_id=delivery.id).exclude(id__in=before).order_by("number").last()
 
 
 # --- publishing -----------------------------------------------------------------
@@ -60,7 +70,7 @@ def test_publish_writes_one_pending_delivery_per_subscribed_enabled_endpoint(
     deliveries = list(event.deliveries.all())
     assert [d.endpoint_id for d in deliveries] == [paid.id]
     assert deliveries[0].status == Delivery.Status.PENDING
-    assert enqueued == [([str(deliveries[0].id)], 0)]
+    assert enqueued == [([paid.id], None)]
 
 
 def test_publish_body_is_compact_json_in_the_documented_shape(workspace, enqueued):
@@ -146,7 +156,7 @@ def test_successful_attempt_sends_signed_body_and_headers(workspace, make_endpoi
     delivery = event.deliveries.get()
     responses.post(URL, status=204)
 
-    attempt = services.delivery_attempt(delivery_id=delivery.id)
+    attempt = drain(delivery)
 
     sent = responses.calls[0].request
     assert sent.body == event.payload.encode()
@@ -165,24 +175,33 @@ def test_successful_attempt_sends_signed_body_and_headers(workspace, make_endpoi
     assert stored.endswith("…") and stored != sent.headers["X-ClientFlow-Signature"]
 
 
+def drain_until_ended(delivery, enqueued):
+    """Drain as the wake-ups say, each retry made due at once; returns the retry delays
+    scheduled (seconds from the attempt) and checks each got a wake-up at its due time."""
+    delays = []
+    for _ in range(services.max_attempts()):
+        make_due(delivery.id)
+        enqueued.clear()
+        attempt = drain(delivery)
+        delivery.refresh_from_db()
+        if delivery.status != "pending":
+            assert enqueued == []
+            break
+        assert enqueued == [([delivery.endpoint_id], delivery.next_attempt_at)]
+        delays.append(round((delivery.next_attempt_at - attempt.started_at).total_seconds()))
+    return delays
+
+
 @responses.activate
-def test_transient_failures_follow_the_schedule_then_exhaust(
-    workspace, make_endpoint, enqueued, fast_retries, django_capture_on_commit_callbacks
-):
+def test_transient_failures_follow_the_schedule_then_exhaust(workspace, make_endpoint, enqueued, fast_retries):
     make_endpoint(url=URL)
     delivery = publish(workspace).deliveries.get()
     responses.post(URL, status=503, body="down for maintenance")
-    enqueued.clear()
 
-    for _ in range(4):
-        make_due(delivery.id)
-        with django_capture_on_commit_callbacks(execute=True):
-            services.delivery_attempt(delivery_id=delivery.id)
+    assert drain_until_ended(delivery, enqueued) == [1, 2, 4]
 
-    delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.EXHAUSTED
     assert delivery.attempt_count == 4
-    assert [c[1] for c in enqueued] == [1, 2, 4]
     attempts = list(delivery.attempts.all())
     assert [a.number for a in attempts] == [1, 2, 3, 4]
     assert {a.outcome for a in attempts} == {"transient"}
@@ -195,13 +214,13 @@ def test_retry_is_scheduled_in_the_database(workspace, make_endpoint, enqueued, 
     make_endpoint(url=URL)
     delivery = publish(workspace).deliveries.get()
     responses.post(URL, status=429)
-    services.delivery_attempt(delivery_id=delivery.id)
+    drain(delivery)
     delivery.refresh_from_db()
     assert delivery.status == "pending"
     gap = (delivery.next_attempt_at - delivery.attempts.get().started_at).total_seconds()
     assert 1 <= gap < 3
     # Not due yet: a second message for it does nothing.
-    assert services.delivery_attempt(delivery_id=delivery.id) is None
+    assert drain(delivery) is None
     assert delivery.attempts.count() == 1
 
 
@@ -212,7 +231,7 @@ def test_4xx_other_than_408_and_429_is_not_retried(workspace, make_endpoint, enq
     delivery = publish(workspace).deliveries.get()
     responses.post(URL, status=status)
     enqueued.clear()
-    services.delivery_attempt(delivery_id=delivery.id)
+    drain(delivery)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempt_count, delivery.last_status_code) == ("failed", 1, status)
     assert enqueued == []
@@ -224,7 +243,7 @@ def test_connection_error_is_transient_with_a_clear_error(workspace, make_endpoi
     make_endpoint(url=URL)
     delivery = publish(workspace).deliveries.get()
     responses.post(URL, body=requests.exceptions.ConnectionError("Connection refused"))
-    attempt = services.delivery_attempt(delivery_id=delivery.id)
+    attempt = drain(delivery)
     assert attempt.outcome == "transient"
     assert attempt.response_status is None
     assert "connection error" in attempt.error and "refused" in attempt.error
@@ -235,7 +254,7 @@ def test_response_body_is_cut_at_4_kib(workspace, make_endpoint, enqueued):
     make_endpoint(url=URL)
     delivery = publish(workspace).deliveries.get()
     responses.post(URL, status=500, body="x" * 100_000)
-    attempt = services.delivery_attempt(delivery_id=delivery.id)
+    attempt = drain(delivery)
     assert len(attempt.response_body) == 4096
 
 
@@ -245,7 +264,7 @@ def test_a_claimed_delivery_is_not_sent_twice(workspace, make_endpoint, enqueued
     delivery = publish(workspace).deliveries.get()
     responses.post(URL, status=200)
     Delivery.objects.filter(id=delivery.id).update(locked_until=timezone.now() + timedelta(seconds=30))
-    assert services.delivery_attempt(delivery_id=delivery.id) is None
+    assert drain(delivery) is None
     assert len(responses.calls) == 0
 
 
@@ -254,7 +273,7 @@ def test_pending_delivery_of_a_disabled_endpoint_is_cancelled(workspace, make_en
     endpoint, _ = make_endpoint(url=URL)
     delivery = publish(workspace).deliveries.get()
     endpoint_disable(endpoint=endpoint)
-    assert services.delivery_attempt(delivery_id=delivery.id) is None
+    assert drain(delivery) is None
     delivery.refresh_from_db()
     assert delivery.status == "cancelled"
     assert len(responses.calls) == 0
@@ -266,7 +285,7 @@ def test_test_event_is_sent_to_a_disabled_endpoint(workspace, make_endpoint, enq
     endpoint_disable(endpoint=endpoint)
     responses.post(URL, status=200)
     delivery = services.send_test_event(endpoint=endpoint)
-    services.delivery_attempt(delivery_id=delivery.id)
+    drain(delivery)
     delivery.refresh_from_db()
     assert delivery.status == "succeeded"
     assert responses.calls[0].request.headers["X-ClientFlow-Event"] == "webhook.test"
@@ -275,23 +294,26 @@ def test_test_event_is_sent_to_a_disabled_endpoint(workspace, make_endpoint, enq
 # --- the sweeper ----------------------------------------------------------------
 
 
-def test_sweeper_re_enqueues_overdue_unclaimed_deliveries_only(workspace, make_endpoint, enqueued, settings):
+def test_sweeper_wakes_endpoints_of_overdue_unclaimed_deliveries_only(workspace, make_endpoint, enqueued, settings):
     settings.WEBHOOKS_SWEEP_GRACE = 10
-    make_endpoint()
     old = timezone.now() - timedelta(seconds=60)
-    overdue = publish(workspace).deliveries.get()
-    lost_worker = publish(workspace).deliveries.get()
-    in_flight = publish(workspace).deliveries.get()
-    just_published = publish(workspace).deliveries.get()
-    Delivery.objects.filter(id__in=[overdue.id, lost_worker.id, in_flight.id]).update(next_attempt_at=old)
-    Delivery.objects.filter(id=lost_worker.id).update(locked_until=old)
-    Delivery.objects.filter(id=in_flight.id).update(locked_until=timezone.now() + timedelta(seconds=30))
+    deliveries = {}
+    for name in ("overdue", "lost_worker", "in_flight", "just_published", "ended"):
+        endpoint, _ = make_endpoint(url=f"https://{name.replace('_', '-')}.example.com/")
+        deliveries[name] = publish(workspace).deliveries.get(endpoint=endpoint)
+    Delivery.objects.filter(id__in=[d.id for d in deliveries.values()]).exclude(
+        id=deliveries["just_published"].id
+    ).update(next_attempt_at=old)
+    Delivery.objects.filter(id=deliveries["lost_worker"].id).update(locked_until=old)
+    Delivery.objects.filter(id=deliveries["in_flight"].id).update(locked_until=timezone.now() + timedelta(seconds=30))
+    Delivery.objects.filter(id=deliveries["ended"].id).update(status="exhausted")
     enqueued.clear()
 
     assert services.deliveries_sweep() == 2
 
-    assert sorted(enqueued[0][0]) == sorted([str(overdue.id), str(lost_worker.id)])
-    assert str(just_published.id) not in enqueued[0][0]
+    assert len(enqueued) == 1
+    assert sorted(enqueued[0][0]) == sorted([deliveries["overdue"].endpoint_id, deliveries["lost_worker"].endpoint_id])
+    assert enqueued[0][1] is None
 
 
 def test_an_unreachable_broker_does_not_fail_the_publisher(
@@ -319,11 +341,10 @@ def test_attempts_that_crash_before_recording_end_exhausted(workspace, make_endp
 
     monkeypatch.setattr(services.transport, "post", crash)
     for _ in range(services.max_attempts()):
-        with pytest.raises(RuntimeError):
-            services.delivery_attempt(delivery_id=delivery.id)
-        # The worker is gone; its lease runs out.
+        assert drain(delivery) is None  # logged, not recorded
+        # As if the worker had died: its lease runs out.
         Delivery.objects.filter(id=delivery.id).update(locked_until=timezone.now() - timedelta(seconds=1))
-    assert services.delivery_attempt(delivery_id=delivery.id) is None
+    assert drain(delivery) is None
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.EXHAUSTED
     assert len(calls) == services.max_attempts()
@@ -344,7 +365,7 @@ def test_an_attempt_that_outlived_its_lease_is_recorded_but_decides_nothing(
 
     responses.add_callback(responses.POST, URL, callback=slow_receiver)
     with django_capture_on_commit_callbacks(execute=True):
-        attempt = services.delivery_attempt(delivery_id=delivery.id)
+        attempt = drain(delivery)
     assert attempt.outcome == "transient"
     delivery.refresh_from_db()
     assert delivery.locked_until > timezone.now()  # the other worker's lease stands
@@ -352,41 +373,20 @@ def test_an_attempt_that_outlived_its_lease_is_recorded_but_decides_nothing(
     assert enqueued == []  # no retry scheduled by the stale attempt
 
 
-def test_the_sweeper_sends_an_overdue_delivery_once_per_grace_period(workspace, make_endpoint, enqueued, settings):
-    settings.WEBHOOKS_SWEEP_GRACE = 10
-    make_endpoint()
-    delivery = publish(workspace).deliveries.get()
-    Delivery.objects.filter(id=delivery.id).update(next_attempt_at=timezone.now() - timedelta(seconds=60))
-    enqueued.clear()
-    assert services.deliveries_sweep() == 1
-    assert services.deliveries_sweep() == 0
-    assert enqueued == [([str(delivery.id)], 0)]
-
-
 @responses.activate
-def test_a_replay_starts_a_fresh_schedule_and_keeps_numbering(
-    workspace, make_endpoint, enqueued, fast_retries, django_capture_on_commit_callbacks, owner
-):
+def test_a_replay_starts_a_fresh_schedule_and_keeps_numbering(workspace, make_endpoint, enqueued, fast_retries, owner):
     make_endpoint(url=URL)
     delivery = publish(workspace).deliveries.get()
     responses.post(URL, status=503)
-    for _ in range(4):
-        make_due(delivery.id)
-        services.delivery_attempt(delivery_id=delivery.id)
-    delivery.refresh_from_db()
+    drain_until_ended(delivery, enqueued)
     assert delivery.status == "exhausted"
 
     result = services.delivery_replay(deliveries=[delivery], actor=owner)
     assert result.replayed == [delivery] and result.refused == {}
-    enqueued.clear()
-    for _ in range(4):
-        make_due(delivery.id)
-        with django_capture_on_commit_callbacks(execute=True):
-            services.delivery_attempt(delivery_id=delivery.id)
-    delivery.refresh_from_db()
+    # The same 1 s / 2 s / 4 s after the replay.
+    assert drain_until_ended(delivery, enqueued) == [1, 2, 4]
     assert delivery.status == "exhausted"
     assert [a.number for a in delivery.attempts.all()] == list(range(1, 9))
-    assert [c[1] for c in enqueued] == [1, 2, 4]  # the same 1 s / 2 s / 4 s after the replay
 
 
 def test_replay_refuses_what_is_not_a_dead_letter(workspace, make_endpoint, enqueued, owner):
@@ -404,3 +404,154 @@ def test_an_event_body_over_the_limit_is_refused(workspace, make_endpoint, enque
         services.event_publish(workspace=workspace, event_type="invoice.paid", data={"blob": "x" * 1000})
     assert not Event.objects.exists()
     publish(workspace, data={"blob": "x" * 800})  # under the limit: fine
+
+
+# --- draining an endpoint: batches, budget, slots, wake-ups --------------------------
+
+
+@responses.activate
+def test_an_attempt_costs_two_queries_whatever_the_batch(workspace, make_endpoint, enqueued, settings):
+    settings.WEBHOOKS_BATCH_SIZE = 5
+    endpoint, _ = make_endpoint(url=URL)
+    responses.post(URL, status=204)
+
+    def queries_to_drain(count):
+        for _ in range(count):
+            publish(workspace)
+        with CaptureQueriesContext(connection) as queries:
+            made = services.endpoint_drain(endpoint_id=endpoint.id)
+        assert made == count
+        # Savepoints only because the test runs inside a transaction; a worker has none.
+        return len([q for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))])
+
+    one, twelve = queries_to_drain(1), queries_to_drain(12)
+    # Each attempt: insert it, update its delivery. Each batch of 5: claim, lease.
+    assert twelve - one == 11 * 2 + 2 * 2
+    assert one <= 10
+    assert Delivery.objects.filter(status="succeeded").count() == 13
+
+
+@responses.activate
+def test_a_drain_stops_at_its_budget_and_gives_back_what_it_did_not_send(workspace, make_endpoint, enqueued, settings):
+    settings.WEBHOOKS_DRAIN_SECONDS = 0
+    endpoint, _ = make_endpoint(url=URL)
+    responses.post(URL, status=204)
+    for _ in range(4):
+        publish(workspace)
+    enqueued.clear()
+
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 1  # always at least one
+
+    assert Delivery.objects.filter(status="succeeded").count() == 1
+    rest = Delivery.objects.filter(status="pending")
+    assert rest.count() == 3
+    assert {(d.attempt_count, d.locked_until) for d in rest} == {(0, None)}
+    assert enqueued == [([endpoint.id], None)]  # woken again at once for the rest
+
+
+@responses.activate
+def test_a_slow_endpoint_holds_no_batch_of_another(workspace, make_endpoint, enqueued):
+    slow, _ = make_endpoint(url="https://slow.example.com/")
+    make_endpoint(url=URL, event_types=["task.created"])
+    responses.post("https://slow.example.com/", status=503)
+    responses.post(URL, status=204)
+    publish(workspace)
+    fast_delivery = publish(workspace, event_type="task.created", data={"task_id": 1}).deliveries.get()
+
+    services.endpoint_drain(endpoint_id=slow.id)
+
+    # Draining one endpoint claims only its own deliveries.
+    fast_delivery.refresh_from_db()
+    assert (fast_delivery.attempt_count, fast_delivery.locked_until) == (0, None)
+    assert [c.request.url for c in responses.calls] == ["https://slow.example.com/"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the slot bound needs PostgreSQL")
+@responses.activate
+def test_no_more_than_the_concurrency_setting_deliver_to_one_endpoint(
+    workspace, make_endpoint, enqueued, settings, django_db_blocker
+):
+    import psycopg
+
+    settings.WEBHOOKS_ENDPOINT_CONCURRENCY = 2
+    endpoint, _ = make_endpoint(url=URL)
+    responses.post(URL, status=204)
+    publish(workspace)
+    db = connection.settings_dict
+    keys = [endpoint.id * services.ADVISORY_LOCK_SLOTS + slot for slot in range(2)]
+    # Two other workers hold both slots.
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
+    ) as other:
+        for key in keys:
+            other.execute("SELECT pg_advisory_lock(%s)", [key])
+        assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
+        assert len(responses.calls) == 0
+        other.execute("SELECT pg_advisory_unlock(%s)", [keys[1]])
+        assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
+    # The slot it took is free again.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        assert cursor.fetchone()[0] == 0
+
+
+def test_deleting_an_endpoint_cancels_its_pending_deliveries(workspace, make_endpoint, enqueued):
+    from endpoints.services import endpoint_delete
+
+    endpoint, _ = make_endpoint()
+    delivery = publish(workspace).deliveries.get()
+    endpoint_delete(endpoint=endpoint)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.endpoint_id, delivery.last_error) == (
+        "cancelled",
+        None,
+        "The endpoint was deleted.",
+    )
+
+
+def test_publishing_in_bulk_is_a_constant_number_of_queries_and_one_wake_up_per_endpoint(
+    workspace, make_endpoint, enqueued, django_capture_on_commit_callbacks
+):
+    first, _ = make_endpoint(url="https://a.example.com/")
+    second, _ = make_endpoint(url="https://b.example.com/")
+    with CaptureQueriesContext(connection) as three:
+        services.events_publish(workspace=workspace, event_type="invoice.paid", data_list=[{"n": n} for n in range(3)])
+    with (
+        CaptureQueriesContext(connection) as hundred,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        events = services.events_publish(
+            workspace=workspace, event_type="invoice.paid", data_list=[{"n": n} for n in range(100)]
+        )
+    assert len(hundred.captured_queries) == len(three.captured_queries)
+    assert [json.loads(e.payload)["data"] for e in events] == [{"n": n} for n in range(100)]
+    assert Delivery.objects.filter(event__in=events).count() == 200
+    assert enqueued == [([first.id, second.id], None)]
+
+
+def test_wake_ups_wait_one_per_endpoint_in_the_queue(workspace, make_endpoint, monkeypatch):
+    sent = []
+    monkeypatch.setattr(services, "_send", lambda task, calls, at: sent.extend((task, *c[0]) for c in calls) or True)
+    endpoint, _ = make_endpoint()
+    caches["deliveries"].delete(services._wake_mark(endpoint.id, None))
+
+    services.endpoints_wake(endpoint_ids=[endpoint.id])
+    services.endpoints_wake(endpoint_ids=[endpoint.id])  # one is queued already
+    assert sent == [(services.DRAIN_TASK, endpoint.id)]
+    services.endpoint_drain(endpoint_id=endpoint.id)  # a worker takes it: the next publish wakes it again
+    services.endpoints_wake(endpoint_ids=[endpoint.id])
+    services.endpoints_wake(endpoint_ids=[endpoint.id], force=True)  # the sweeper
+    assert sent == [(services.DRAIN_TASK, endpoint.id)] * 3
+
+
+def test_a_large_fan_out_hands_its_wake_ups_to_the_workers(monkeypatch, settings):
+    settings.WEBHOOKS_FANOUT_CHUNK = 100
+    sent = []
+    monkeypatch.setattr(services, "_send", lambda task, calls, at: sent.extend((task, *c[0]) for c in calls) or True)
+    services.endpoints_wake(endpoint_ids=list(range(1, 251)))
+    assert [(task, len(ids)) for task, ids in sent] == [
+        (services.WAKE_TASK, 100),
+        (services.WAKE_TASK, 100),
+        (services.WAKE_TASK, 50),
+    ]
+    assert [i for _, ids in sent for i in ids] == list(range(1, 251))

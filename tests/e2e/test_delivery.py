@@ -9,13 +9,13 @@ import socket
 import subprocess
 import threading
 import time
+from uuid import UUID
 
 import pytest
 from django.db import connection, transaction
-from django.utils import timezone
 
 from deliveries.models import Delivery
-from deliveries.services import event_publish
+from deliveries.services import event_publish, events_publish
 from endpoints.services import endpoint_create, endpoint_disable, endpoint_enable
 from tests.services import ROOT, TIMEOUT, Worker, wait_for
 
@@ -297,19 +297,22 @@ def test_delivery_pending_when_the_worker_is_killed_is_sent_by_the_next_worker(
     assert [r.headers["X-ClientFlow-Delivery"] for r in receiver.received("/recover")] == [str(delivery.id)] * 2
 
 
-def test_two_workers_never_claim_the_same_attempt(live_services, transactional_db, workspace, make):
-    from deliveries.services import _delivery_claim
+def test_workers_claiming_at_once_never_claim_the_same_delivery(
+    live_services, transactional_db, workspace, make, settings
+):
+    from deliveries.services import _deliveries_claim
 
-    make("https://hooks.example.com/in")
-    for _ in range(20):
-        delivery = publish(workspace).deliveries.get()
+    settings.WEBHOOKS_BATCH_SIZE = 10
+    endpoint, _ = make("https://hooks.example.com/in")
+    for _ in range(5):
+        events_publish(workspace=workspace, event_type="invoice.paid", data_list=[{"n": n} for n in range(40)])
         barrier = threading.Barrier(4)
-        results = []
+        claims: list[list[str]] = []
 
-        def claim(delivery_id=delivery.id, barrier=barrier, results=results):
+        def claim(barrier=barrier, claims=claims):
             barrier.wait()
             try:
-                results.append(_delivery_claim(delivery_id=delivery_id, now=timezone.now()))
+                claims.append([str(d.id) for d in _deliveries_claim(endpoint=endpoint)[1]])
             finally:
                 connection.close()
 
@@ -318,6 +321,9 @@ def test_two_workers_never_claim_the_same_attempt(live_services, transactional_d
             thread.start()
         for thread in threads:
             thread.join()
-        assert sum(result is not None for result in results) == 1
-        delivery.refresh_from_db()
-        assert delivery.attempt_count == 1
+        claimed = [i for batch in claims for i in batch]
+        assert claimed and len(claimed) == len(set(claimed))  # SKIP LOCKED: no delivery twice
+        assert all(len(batch) <= 10 for batch in claims)
+        counts = dict(Delivery.objects.filter(status="pending").values_list("id", "attempt_count"))
+        assert {counts[UUID(i)] for i in claimed} == {1}
+        Delivery.objects.filter(status="pending").update(status="cancelled")
