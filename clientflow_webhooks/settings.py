@@ -282,7 +282,7 @@ CELERY_BEAT_SCHEDULE = {
 # A worker drains one endpoint's due deliveries at a time: it claims them in batches of
 # WEBHOOKS_BATCH_SIZE and starts no new attempt after WEBHOOKS_DRAIN_SECONDS, so that a
 # busy endpoint yields its worker slot to the others (docs/performance.md).
-WEBHOOKS_BATCH_SIZE = env.int("WEBHOOKS_BATCH_SIZE", default=20)
+WEBHOOKS_BATCH_SIZE = env.int("WEBHOOKS_BATCH_SIZE", default=50)
 WEBHOOKS_DRAIN_SECONDS = env.float("WEBHOOKS_DRAIN_SECONDS", default=1.0)
 # How many workers may deliver to one endpoint at once (PostgreSQL only): one customer's
 # outage holds at most this many worker slots.

@@ -15,7 +15,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 import clientflow_webhooks
@@ -295,18 +296,24 @@ def _drain(*, endpoint_id: int) -> int:
     made = 0
     while True:
         lease, batch = _deliveries_claim(endpoint=endpoint)
-        for index, delivery in enumerate(batch):
+        results: list[_Result] = []
+        sent = 0
+        for delivery in batch:
             # The first of a batch always goes, so that every drain makes progress.
-            if index and time.monotonic() >= stop_at:
-                _deliveries_release(deliveries=batch[index:], lease=lease)
-                return made
+            if sent and time.monotonic() >= stop_at:
+                break
+            sent += 1
             try:
-                if _attempt(delivery=delivery, endpoint=endpoint, secret=secret, lease=lease) is not None:
-                    made += 1
+                if result := _attempt(delivery=delivery, endpoint=endpoint, secret=secret):
+                    results.append(result)
             except Exception:
                 # Its lease runs out and the sweeper tries it again; the others go on.
                 logger.exception("delivery %s attempt crashed", delivery.id)
-        if len(batch) < settings.WEBHOOKS_BATCH_SIZE or time.monotonic() >= stop_at:
+        _attempts_record(results=results, lease=lease)
+        made += len(results)
+        if sent < len(batch):
+            _deliveries_release(deliveries=batch[sent:], lease=lease)
+        if sent < settings.WEBHOOKS_BATCH_SIZE or time.monotonic() >= stop_at:
             return made
 
 
@@ -320,6 +327,7 @@ def _deliveries_claim(*, endpoint: Endpoint) -> tuple[datetime, list[Delivery]]:
     batch = list(
         Delivery.objects.select_for_update(skip_locked=True, of=("self",))
         .select_related("event")
+        .defer("event__data")  # the payload holds it, as sent
         .filter(endpoint=endpoint, status=Delivery.Status.PENDING, next_attempt_at__lte=now)
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
         .order_by("next_attempt_at")[: settings.WEBHOOKS_BATCH_SIZE]
@@ -380,10 +388,17 @@ def max_attempts() -> int:
     return 1 + len(settings.WEBHOOKS_RETRY_DELAYS)
 
 
-def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str, lease: datetime) -> DeliveryAttempt | None:
-    """Make the attempt of a claimed delivery and record it in one short transaction (two
-    queries): succeeded, failed (permanent 4xx), scheduled for a retry, or exhausted.
-    Returns the attempt, or None if none was made."""
+@dataclass
+class _Result:
+    """An attempt made, before it is recorded: the attempt and what it does to its delivery."""
+
+    attempt: DeliveryAttempt
+    update: dict[str, Any]
+
+
+def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result | None:
+    """Make the attempt of a claimed delivery: succeeded, failed (permanent 4xx),
+    scheduled for a retry, or exhausted. Returns None if no attempt was made."""
     if not endpoint.enabled and delivery.event.type != catalogue.TEST_EVENT.name:
         _delivery_end(delivery=delivery, status=Delivery.Status.CANCELLED, error=DISABLED, attempted=False)
         return None
@@ -412,22 +427,31 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str, lease: date
     outcome = policy.Outcome.PERMANENT if result.blocked else policy.classify(status_code=result.status_code)
     error = result.error or ("" if outcome == policy.Outcome.SUCCESS else f"HTTP {result.status_code}")
     ended_at = timezone.now()
-    update: dict[str, Any] = {"last_status_code": result.status_code, "last_error": error, "locked_until": None}
+    status, next_attempt_at = Delivery.Status.PENDING, None
     delay = None
     if outcome == policy.Outcome.SUCCESS:
-        update.update(status=Delivery.Status.SUCCEEDED, completed_at=ended_at, next_attempt_at=None)
+        status = Delivery.Status.SUCCEEDED
     elif outcome == policy.Outcome.PERMANENT:
-        update.update(status=Delivery.Status.FAILED, completed_at=ended_at, next_attempt_at=None)
+        status = Delivery.Status.FAILED
     else:
         delay = policy.retry_delay(failed_attempts=in_schedule, delays=settings.WEBHOOKS_RETRY_DELAYS)
         if delay is None:
-            update.update(status=Delivery.Status.EXHAUSTED, completed_at=ended_at, next_attempt_at=None)
+            status = Delivery.Status.EXHAUSTED
         else:
             # The drain wakes the endpoint again for it (`endpoint_drain`).
-            update.update(next_attempt_at=ended_at + timedelta(seconds=delay))
-
-    with transaction.atomic():
-        attempt = DeliveryAttempt.objects.create(
+            next_attempt_at = ended_at + timedelta(seconds=delay)
+    logger.info(
+        "delivery %s attempt %d to endpoint %s: %s (%s) in %d ms, %s",
+        delivery.id,
+        number,
+        endpoint.id,
+        outcome,
+        error or result.status_code,
+        result.duration_ms,
+        f"retry in {delay:g}s" if delay is not None else status,
+    )
+    return _Result(
+        attempt=DeliveryAttempt(
             delivery=delivery,
             number=number,
             started_at=result.started_at,
@@ -438,23 +462,61 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str, lease: date
             response_body=result.response_body,
             error=result.error,
             outcome=outcome,
-        )
-        # Only while our lease holds: if it ran out and another worker claimed the
-        # delivery, that worker decides what happens next.
-        kept = Delivery.objects.filter(id=delivery.id, locked_until=lease).update(**update)
-    if not kept:
-        logger.warning("delivery %s attempt %d finished after its lease ran out", delivery.id, number)
-    logger.info(
-        "delivery %s attempt %d to endpoint %s: %s (%s) in %d ms, %s",
-        delivery.id,
-        number,
-        endpoint.id,
-        outcome,
-        error or result.status_code,
-        result.duration_ms,
-        f"retry in {delay:g}s" if delay is not None else update["status"],
+        ),
+        update={
+            "status": status,
+            "last_status_code": result.status_code,
+            "last_error": error,
+            "next_attempt_at": next_attempt_at,
+        },
     )
-    return attempt
+
+
+@transaction.atomic
+def _attempts_record(*, results: Sequence[_Result], lease: datetime) -> None:
+    """Record a batch's attempts and move their deliveries on, in a number of queries that
+    does not grow with the batch (two when every attempt got the same answer). An ended
+    delivery's `completed_at` is when its batch was recorded.
+
+    A worker lost before this commits sends the batch again once its lease runs out (at
+    least once; receivers deduplicate on X-ClientFlow-Delivery)."""
+    if not results:
+        return
+    DeliveryAttempt.objects.bulk_create([r.attempt for r in results])
+    recorded_at = timezone.now()
+    kept = 0
+    # Ended deliveries, one UPDATE per kind of ending (usually one: all 2xx).
+    endings: dict[tuple[Any, ...], list[Any]] = {}
+    retries = {}
+    for r in results:
+        if r.update["next_attempt_at"] is None:
+            key = (r.update["status"], r.update["last_status_code"], r.update["last_error"])
+            endings.setdefault(key, []).append(r.attempt.delivery_id)
+        else:
+            retries[r.attempt.delivery_id] = r.update
+    # Only while our lease holds: if it ran out and another worker claimed a delivery,
+    # that worker decides what happens next.
+    for (status, status_code, error), ids in endings.items():
+        kept += Delivery.objects.filter(id__in=ids, locked_until=lease).update(
+            status=status,
+            last_status_code=status_code,
+            last_error=error,
+            completed_at=recorded_at,
+            next_attempt_at=None,
+            locked_until=None,
+        )
+    if retries:
+        kept += Delivery.objects.filter(id__in=list(retries), locked_until=lease).update(
+            locked_until=None,
+            **{
+                # Cast, as bulk_update does: PostgreSQL types a CASE of only NULLs as text.
+                name: Cast(Case(*[When(id=i, then=Value(update[name])) for i, update in retries.items()]), field)
+                for name in ("last_status_code", "last_error", "next_attempt_at")
+                if (field := Delivery._meta.get_field(name))
+            },
+        )
+    if kept < len(results):
+        logger.warning("%d of %d attempts finished after their lease ran out", len(results) - kept, len(results))
 
 
 @dataclass

@@ -17,7 +17,7 @@ import requests
 import urllib3
 from django.utils import timezone
 
-from .connection import BlockedAddressError, allowed_networks, session
+from .connection import BlockedAddressError, adapter, allowed_networks
 from .deadline import Deadline
 
 
@@ -50,22 +50,16 @@ def post(
     Returns what happened; network, TLS and timeout errors are reported in ``error``
     rather than raised.
     """
-    http = session(ca_file)
-    prepared = http.prepare_request(
-        requests.Request("POST", url, data=body, headers={"Accept-Encoding": "identity", **headers})
-    )
+    http = adapter(ca_file)
+    # Prepared and sent without a Session: no cookies, auth, proxies or redirects to merge.
+    prepared = requests.Request("POST", url, data=body, headers={"Accept-Encoding": "identity", **headers}).prepare()
     result = AttemptResult(started_at=timezone.now(), duration_ms=0, request_headers=dict(prepared.headers))
     start = time.monotonic()
     allowed_networks(allowed_private)
     timed_out = False
     with Deadline(timeout) as deadline:
         try:
-            response = http.send(
-                prepared,
-                timeout=(deadline.remaining(), deadline.remaining()),
-                allow_redirects=False,
-                stream=True,
-            )
+            response = http.send(prepared, timeout=(deadline.remaining(), deadline.remaining()), stream=True)
             try:
                 if _headers_cut_off(response):
                     raise requests.ConnectionError("the connection closed in the middle of the response headers")

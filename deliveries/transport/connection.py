@@ -10,11 +10,9 @@ import os
 import socket
 import ssl
 import threading
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import certifi
-import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -169,18 +167,13 @@ class DeliveryAdapter(HTTPAdapter):
         conn.cert_reqs = "CERT_REQUIRED"  # the context holds what is trusted
 
 
-def session(extra_ca_file: str | None) -> requests.Session:
-    """One session per thread and trust store, so connections to a receiver are reused."""
-    sessions: dict[str | None, requests.Session] = _local.__dict__.setdefault("sessions", {})
-    current = sessions.get(extra_ca_file)
+def adapter(extra_ca_file: str | None) -> DeliveryAdapter:
+    """One adapter per thread and trust store: its pools reuse connections to a receiver.
+    Requests go through it without a Session, so no cookie set by one workspace's
+    receiver can reach another's, and nothing comes from the environment (proxies,
+    .netrc, REQUESTS_CA_BUNDLE)."""
+    adapters: dict[str | None, DeliveryAdapter] = _local.__dict__.setdefault("adapters", {})
+    current = adapters.get(extra_ca_file)
     if current is None:
-        current = requests.Session()
-        # No REQUESTS_CA_BUNDLE, proxies or .netrc from the environment.
-        current.trust_env = False
-        # A cookie set by one workspace's receiver must never reach another's.
-        current.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        adapter = DeliveryAdapter(ssl_context(extra_ca_file))
-        current.mount("https://", adapter)
-        current.mount("http://", adapter)
-        sessions[extra_ca_file] = current
+        current = adapters[extra_ca_file] = DeliveryAdapter(ssl_context(extra_ca_file))
     return current

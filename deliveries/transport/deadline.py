@@ -1,21 +1,75 @@
 """One total deadline per attempt.
 
 ``requests`` only knows per-operation timeouts, so a receiver that drips its answer one
-byte at a time could hold an attempt for ever. A `Deadline` arms a timer; when it fires
-it shuts down the socket of the connection the attempt is using, and the blocked read
-fails at once. It shuts down a ``dup()`` of the socket that the connection owns, never a
-bare file descriptor number, so it cannot hit a descriptor that was closed and reused.
+byte at a time could hold an attempt for ever. A `Deadline` is watched by one watchdog
+thread per process (a thread per attempt would cost more than the attempt); when it
+passes, the watchdog shuts down the socket of the connection the attempt is using, and
+the blocked read fails at once. It shuts down a ``dup()`` of the socket that the
+connection owns, never a bare file descriptor number, so it cannot hit a descriptor that
+was closed and reused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import socket
 import threading
 import time
 from typing import Protocol
 
 _local = threading.local()
+
+
+class _Watchdog:
+    """Expires deadlines in order of expiry. Finished ones stay in the heap until they
+    reach its top (or a compaction), which keeps `add` and `finish` cheap."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._finished = 0
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: Deadline) -> None:
+        with self._condition:
+            if self._thread is None or not self._thread.is_alive():  # also after a fork
+                self._thread = threading.Thread(target=self._run, name="webhooks-deadlines", daemon=True)
+                self._thread.start()
+            earliest = self._heap[0][0] if self._heap else None
+            heapq.heappush(self._heap, (deadline.expires_at, next(self._order), deadline))
+            if earliest is None or deadline.expires_at < earliest:
+                self._condition.notify()
+
+    def finished(self) -> None:
+        with self._condition:
+            self._finished += 1
+            if self._finished > 1024 and self._finished * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].is_finished]
+                heapq.heapify(self._heap)
+                self._finished = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._heap:
+                    self._condition.wait()
+                expires_at, _, deadline = self._heap[0]
+                if deadline.is_finished:
+                    heapq.heappop(self._heap)
+                    self._finished = max(0, self._finished - 1)
+                    continue
+                wait = expires_at - time.monotonic()
+                if wait > 0:
+                    self._condition.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            deadline.expire()
+
+
+_watchdog = _Watchdog()
 
 
 class Watched(Protocol):
@@ -38,17 +92,18 @@ class Deadline:
         self._finished = False
         self._conn: Watched | None = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+
+    @property
+    def is_finished(self) -> bool:
+        return self._finished
 
     def __enter__(self) -> Deadline:
         _local.deadline = self
-        self._timer.start()
+        _watchdog.add(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.finish()
-        self._timer.cancel()
         _local.deadline = None
         with self._lock:
             if self._conn is not None:
@@ -65,7 +120,9 @@ class Deadline:
         just before the deadline is not mistaken for a timeout.
         """
         with self._lock:
-            self._finished = True
+            if not self._finished:
+                self._finished = True
+                _watchdog.finished()
             return self.expired
 
     def watch(self, conn: Watched) -> None:
@@ -83,7 +140,7 @@ class Deadline:
                 self._conn = None
             conn.deadline = None
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
             if self._finished:
                 return
