@@ -211,6 +211,14 @@ def deliveries_sweep() -> int:
 
 
 DISABLED = "The endpoint is disabled."
+# How long an endpoint that answered keeps its full concurrency without answering again.
+ANSWERING_MARK_SECONDS = 300
+
+
+def _answering_mark(endpoint_id: int) -> str:
+    return f"answering:{endpoint_id}"
+
+
 ADVISORY_LOCK_SLOTS = 256  # endpoint id * 256 + slot: the advisory lock key of a slot
 
 
@@ -224,7 +232,10 @@ def _endpoint_slot(*, endpoint_id: int) -> Iterator[bool]:
     if connection.vendor != "postgresql":
         yield True
         return
-    slots = min(settings.WEBHOOKS_ENDPOINT_CONCURRENCY, ADVISORY_LOCK_SLOTS)
+    # Slow start: an endpoint gets more than one slot only while it answers. One that
+    # hangs or refuses holds a single worker slot, whatever the setting.
+    answering = caches["deliveries"].get(_answering_mark(endpoint_id))
+    slots = min(settings.WEBHOOKS_ENDPOINT_CONCURRENCY if answering else 1, ADVISORY_LOCK_SLOTS)
     with connection.cursor() as cursor:
         # Stops at the first slot it gets: the executor pulls one row at a time.
         cursor.execute(
@@ -311,10 +322,21 @@ def _drain(*, endpoint_id: int) -> int:
                 logger.exception("delivery %s attempt crashed", delivery.id)
         _attempts_record(results=results, lease=lease)
         made += len(results)
+        _note_answers(endpoint_id=endpoint.id, results=results)
         if sent < len(batch):
             _deliveries_release(deliveries=batch[sent:], lease=lease)
         if sent < settings.WEBHOOKS_BATCH_SIZE or time.monotonic() >= stop_at:
             return made
+
+
+def _note_answers(*, endpoint_id: int, results: "Sequence[_Result]") -> None:
+    """Whether the endpoint answered (any HTTP status) or not (timeout, refused, TLS)."""
+    if not results:
+        return
+    if any(r.attempt.response_status is None for r in results):
+        caches["deliveries"].delete(_answering_mark(endpoint_id))
+    else:
+        caches["deliveries"].set(_answering_mark(endpoint_id), 1, timeout=ANSWERING_MARK_SECONDS)
 
 
 @transaction.atomic

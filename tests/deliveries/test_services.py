@@ -477,19 +477,31 @@ def test_no_more_than_the_concurrency_setting_deliver_to_one_endpoint(
     settings.WEBHOOKS_ENDPOINT_CONCURRENCY = 2
     endpoint, _ = make_endpoint(url=URL)
     responses.post(URL, status=204)
-    publish(workspace)
+    settings.WEBHOOKS_BATCH_SIZE = 1
+    settings.WEBHOOKS_DRAIN_SECONDS = 0
+    for _ in range(3):
+        publish(workspace)
     db = connection.settings_dict
     keys = [endpoint.id * services.ADVISORY_LOCK_SLOTS + slot for slot in range(2)]
-    # Two other workers hold both slots.
+    marks = caches["deliveries"]
+    marks.delete(services._answering_mark(endpoint.id))
     with psycopg.connect(
         host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
     ) as other:
-        for key in keys:
-            other.execute("SELECT pg_advisory_lock(%s)", [key])
+        # Another worker holds the first slot of an endpoint not known to answer: that is
+        # all it gets (slow start).
+        other.execute("SELECT pg_advisory_lock(%s)", [keys[0]])
         assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
-        assert len(responses.calls) == 0
+        # Once it has answered, a second worker may join in.
+        marks.set(services._answering_mark(endpoint.id), 1)
+        assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
+        # Both slots held elsewhere: nothing is sent.
+        other.execute("SELECT pg_advisory_lock(%s)", [keys[1]])
+        assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
+        assert len(responses.calls) == 1
         other.execute("SELECT pg_advisory_unlock(%s)", [keys[1]])
         assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
+    assert marks.get(services._answering_mark(endpoint.id)) == 1  # it answered again
     # The slot it took is free again.
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
@@ -556,3 +568,14 @@ def test_a_large_fan_out_hands_its_wake_ups_to_the_workers(monkeypatch, settings
         (services.WAKE_TASK, 50),
     ]
     assert [i for _, ids in sent for i in ids] == list(range(1, 251))
+
+
+@responses.activate
+def test_an_endpoint_that_does_not_answer_loses_its_extra_slots(workspace, make_endpoint, enqueued):
+    endpoint, _ = make_endpoint(url=URL)
+    marks = caches["deliveries"]
+    marks.set(services._answering_mark(endpoint.id), 1)
+    responses.post(URL, body=requests.exceptions.ConnectTimeout("timed out"))
+    publish(workspace)
+    services.endpoint_drain(endpoint_id=endpoint.id)
+    assert marks.get(services._answering_mark(endpoint.id)) is None
