@@ -21,29 +21,37 @@ def dead_letters() -> QuerySet[Delivery]:
     )
 
 
-def endpoints_overdue(*, now: datetime, grace: timedelta, limit: int) -> list[int]:
-    """Endpoints with a pending delivery due for longer than `grace` that no live worker
-    holds: its wake-up was lost or its worker died."""
-    return list(
+def endpoints_overdue(*, now: datetime, grace: timedelta) -> QuerySet[Delivery]:
+    """Ids of endpoints with a pending delivery due for longer than `grace` that no live
+    worker holds: its wake-up was lost or its worker died."""
+    return (
         Delivery.objects.filter(
             status=Delivery.Status.PENDING, next_attempt_at__lte=now - grace, endpoint__isnull=False
         )
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
         .order_by()
         .values_list("endpoint_id", flat=True)
-        .distinct()[:limit]
+        .distinct()
     )
 
 
-def endpoint_next_due(*, endpoint_id: int, now: datetime) -> datetime | None:
-    """When the endpoint's next pending delivery that nobody holds is due, if it has one."""
+def deliveries_waiting(*, endpoint_id: int, now: datetime) -> QuerySet[Delivery]:
+    """The endpoint's pending deliveries that no worker holds, the next due first."""
     return (
         Delivery.objects.filter(endpoint_id=endpoint_id, status=Delivery.Status.PENDING)
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
         .order_by("next_attempt_at")
-        .values_list("next_attempt_at", flat=True)
-        .first()
     )
+
+
+def deliveries_due(*, endpoint_id: int, now: datetime) -> QuerySet[Delivery]:
+    """What a worker draining the endpoint claims next."""
+    return deliveries_waiting(endpoint_id=endpoint_id, now=now).filter(next_attempt_at__lte=now)
+
+
+def endpoint_next_due(*, endpoint_id: int, now: datetime) -> datetime | None:
+    """When the endpoint's next pending delivery that nobody holds is due, if it has one."""
+    return deliveries_waiting(endpoint_id=endpoint_id, now=now).values_list("next_attempt_at", flat=True).first()
 
 
 def endpoints_with_health(*, endpoints: QuerySet[Endpoint], now: datetime | None = None) -> QuerySet[Endpoint]:

@@ -15,7 +15,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models import Case, F, QuerySet, Value, When
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -196,11 +196,8 @@ def deliveries_sweep() -> int:
     """Wake the endpoints of deliveries that have been due for longer than the grace
     period with nobody working on them: their message was lost or their worker died.
     Returns how many endpoints were woken."""
-    endpoint_ids = selectors.endpoints_overdue(
-        now=timezone.now(),
-        grace=timedelta(seconds=settings.WEBHOOKS_SWEEP_GRACE),
-        limit=settings.WEBHOOKS_SWEEP_BATCH,
-    )
+    overdue = selectors.endpoints_overdue(now=timezone.now(), grace=timedelta(seconds=settings.WEBHOOKS_SWEEP_GRACE))
+    endpoint_ids = list(overdue[: settings.WEBHOOKS_SWEEP_BATCH])
     if endpoint_ids:
         logger.warning("sweeper wakes %d endpoints with overdue deliveries", len(endpoint_ids))
         endpoints_wake(endpoint_ids=endpoint_ids, force=True)
@@ -347,12 +344,10 @@ def _deliveries_claim(*, endpoint: Endpoint) -> tuple[datetime, list[Delivery]]:
     now = timezone.now()
     lease = now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
     batch = list(
-        Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+        selectors.deliveries_due(endpoint_id=endpoint.id, now=now)
+        .select_for_update(skip_locked=True, of=("self",))
         .select_related("event")
-        .defer("event__data")  # the payload holds it, as sent
-        .filter(endpoint=endpoint, status=Delivery.Status.PENDING, next_attempt_at__lte=now)
-        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .order_by("next_attempt_at")[: settings.WEBHOOKS_BATCH_SIZE]
+        .defer("event__data")[: settings.WEBHOOKS_BATCH_SIZE]  # the payload holds the data, as sent
     )
     if batch:
         Delivery.objects.filter(id__in=[d.id for d in batch]).update(
