@@ -1,0 +1,139 @@
+"""`python -m bench.explain`: the plans of the delivery pipeline's hot queries on a table of
+1,000,000 deliveries (docs/performance.md shows a run).
+
+The rows are written with INSERT … SELECT generate_series, not through the services: the
+point is the shape of the table (mostly succeeded, some dead letters, a backlog of
+pending deliveries spread over 1,000 endpoints), not how it got there.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from datetime import timedelta
+
+from bench import infra
+
+DEFAULT_URL = "postgres://clientflow@127.0.0.1:5432/clientflow_bench_explain"
+
+FILL = """
+INSERT INTO deliveries_event (id, workspace_id, type, data, payload, created_at)
+SELECT 'evt_' || lpad(to_hex(n), 32, '0'), %(workspace)s, 'invoice.paid', '{}'::jsonb, '{}',
+       now() - make_interval(secs => n)
+FROM generate_series(1, %(rows)s) AS n;
+
+-- 90 %% succeeded, 2 %% failed, 3 %% exhausted, 5 %% pending (about half due, half retrying later).
+INSERT INTO deliveries_delivery (id, event_id, endpoint_id, status, attempt_count, attempts_before_replay,
+                                 next_attempt_at, locked_until, last_status_code, last_error, created_at, completed_at)
+SELECT gen_random_uuid(), 'evt_' || lpad(to_hex(n), 32, '0'), %(first_endpoint)s + n %% %(endpoints)s,
+       CASE WHEN n %% 100 < 90 THEN 'succeeded' WHEN n %% 100 < 92 THEN 'failed'
+            WHEN n %% 100 < 95 THEN 'exhausted' ELSE 'pending' END,
+       1, 0,
+       CASE WHEN n %% 100 >= 95 THEN now() + make_interval(secs => (n %% 7) - 3) END,
+       NULL, 204, '', now() - make_interval(secs => n),
+       CASE WHEN n %% 100 < 95 THEN now() - make_interval(secs => n) END
+FROM generate_series(1, %(rows)s) AS n;
+ANALYZE deliveries_event;
+ANALYZE deliveries_delivery;
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.explain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="deliveries in the table (default 1,000,000)")
+    parser.add_argument("--endpoints", type=int, default=1_000, help="endpoints they go to (default 1,000)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_EXPLAIN_DATABASE_URL", DEFAULT_URL),
+        help="a PostgreSQL database to drop and re-create (its name must contain 'bench')",
+    )
+    options = parser.parse_args(argv)
+    if options.rows < 1 or options.endpoints < 1:
+        parser.error("--rows and --endpoints must be at least 1")
+    try:
+        database = infra.database_recreate(options.database_url)
+    except infra.BenchError as exc:
+        print(f"bench.explain: {exc}", file=sys.stderr)
+        return 2
+    with tempfile.NamedTemporaryFile(suffix=".pem") as ca:
+        env = infra.bench_env(
+            database_url=options.database_url, broker_url="redis://127.0.0.1:6379/13", queue="explain", ca_file=ca.name
+        )
+        os.environ.update(env)
+        infra.migrate({**os.environ, **env})
+        import django
+
+        django.setup()
+        _fill(rows=options.rows, endpoints=options.endpoints)
+        _explain(endpoints=options.endpoints)
+    print(f"\n(database {database.name}, PostgreSQL {database.server_version})")
+    return 0
+
+
+def _fill(*, rows: int, endpoints: int) -> None:
+    from django.db import connection, transaction
+
+    from clientflow_webhooks.models import Workspace
+    from endpoints.models import Endpoint
+    from endpoints.services import new_secret
+
+    workspace = Workspace.objects.create(slug="explain", name="Explain")
+    created = Endpoint.objects.bulk_create(
+        Endpoint(workspace=workspace, url=f"https://hooks.example.com/{i}", secret=new_secret())
+        for i in range(endpoints)
+    )
+    print(f"filling {rows:,} deliveries to {endpoints:,} endpoints…", file=sys.stderr, flush=True)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            FILL, {"rows": rows, "endpoints": endpoints, "first_endpoint": created[0].id, "workspace": workspace.id}
+        )
+
+
+def _explain(*, endpoints: int) -> None:
+    from django.conf import settings
+    from django.db.models import Count
+    from django.utils import timezone
+
+    from deliveries import selectors
+    from deliveries.models import Delivery
+    from endpoints.models import Endpoint
+
+    now = timezone.now()
+    busiest = (
+        Delivery.objects.filter(status=Delivery.Status.PENDING)
+        .values("endpoint_id")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .first()
+    )
+    endpoint_id = busiest["endpoint_id"] if busiest else Endpoint.objects.values_list("id", flat=True).first()
+    queries = {
+        "A worker's claim: the endpoint's due deliveries, oldest first (FOR UPDATE SKIP LOCKED)": (
+            selectors.deliveries_due(endpoint_id=endpoint_id, now=now)
+            .select_for_update(skip_locked=True, of=("self",))
+            .select_related("event")
+            .defer("event__data")[: settings.WEBHOOKS_BATCH_SIZE]
+        ),
+        "After a drain: when the endpoint's next delivery is due": selectors.deliveries_waiting(
+            endpoint_id=endpoint_id, now=now
+        ).values_list("next_attempt_at", flat=True)[:1],
+        "The sweeper: endpoints with deliveries overdue and unclaimed": selectors.endpoints_overdue(
+            now=now, grace=timedelta(seconds=settings.WEBHOOKS_SWEEP_GRACE)
+        )[: settings.WEBHOOKS_SWEEP_BATCH],
+        "The dead-letter list in the admin, newest first": selectors.dead_letters()[:100],
+    }
+    total = Delivery.objects.count()
+    pending = Delivery.objects.filter(status=Delivery.Status.PENDING).count()
+    print(f"deliveries: {total:,}; pending: {pending:,}; endpoints: {endpoints:,}\n")
+    from django.db import transaction
+
+    for title, queryset in queries.items():
+        print(f"## {title}\n")
+        with transaction.atomic():  # FOR UPDATE needs one; rolled back with the locks
+            print(queryset.explain(analyze=True, buffers=True))
+            transaction.set_rollback(True)
+        print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
