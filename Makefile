@@ -1,12 +1,13 @@
-# The two README commands: `make run` and `make test`.
+# The two README commands: `make run` and `make test`; and `make bench`, the benchmark.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
+NGINX ?= /usr/sbin/nginx
 
-.PHONY: run test lint format setup
+.PHONY: run test lint format setup bench
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,19 @@ test: export WEBHOOKS_ENCRYPTION_KEYS ?= E3nc9fqopet4H0RnU2HHLKSXjkxnhHL70vQ2E-c
 test: export SECURE_SSL_REDIRECT ?= false
 test: $(STAMP) $(CHROMIUM)
 	CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
+
+# The benchmark's receiver is Debian's nginx, installed when we may (root with apt-get);
+# without it the bench falls back to a slower Python receiver and says so.
+$(NGINX):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	else \
+		echo "nginx is missing: install Debian's nginx package for the benchmark's receiver."; \
+	fi
+
+# Needs PostgreSQL and Redis (README, "Benchmark"); e.g. BENCH_ARGS="--smoke" or "--workers 2".
+bench: $(STAMP) $(NGINX)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
