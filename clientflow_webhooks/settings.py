@@ -218,6 +218,8 @@ CACHES = {
         "WEBHOOKS_CACHE_URL", default=CELERY_BROKER_URL if _REDIS_BROKER else f"filecache://{VAR_DIR / 'cache'}"
     ),
 }
+if CACHES["deliveries"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    CACHES["deliveries"]["BACKEND"] = "clientflow_webhooks.cache.RedisCache"
 CACHES["deliveries"].setdefault("KEY_PREFIX", "webhooks")
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", default="webhooks")
 CELERY_TASK_IGNORE_RESULT = True

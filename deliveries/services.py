@@ -1,11 +1,10 @@
 """Publishing events and delivering them: every write of the delivery pipeline."""
 
-import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -150,8 +149,14 @@ WAKE_TASK = "deliveries.tasks.wake_endpoints"
 WAKE_MARK_SECONDS = 5
 
 
+def _mark(kind: str, endpoint_id: int, detail: str = "") -> str:
+    """A mark's key: per database, since endpoint ids are (deployments may share a Redis)."""
+    return f"{connection.settings_dict['NAME']}:{kind}:{endpoint_id}{detail}"
+
+
 def _wake_mark(endpoint_id: int, at: datetime | None) -> str:
-    return f"wake:{endpoint_id}:{at.timestamp() if at else 'now'}"
+    """Set while a wake-up for the endpoint (now, or at `at`) waits in the queue."""
+    return _mark("wake", endpoint_id, f":{at.timestamp()}" if at else "")
 
 
 def endpoints_wake(*, endpoint_ids: Sequence[int], at: datetime | None = None, force: bool = False) -> None:
@@ -210,69 +215,99 @@ def deliveries_sweep() -> int:
 DISABLED = "The endpoint is disabled."
 # How long an endpoint that answered keeps its full concurrency without answering again.
 ANSWERING_MARK_SECONDS = 300
-
-
-def _answering_mark(endpoint_id: int) -> str:
-    return f"answering:{endpoint_id}"
-
-
 ADVISORY_LOCK_SLOTS = 256  # endpoint id * 256 + slot: the advisory lock key of a slot
 
 
-@contextlib.contextmanager
-def _endpoint_slot(*, endpoint_id: int) -> Iterator[bool]:
-    """Hold one of the endpoint's WEBHOOKS_ENDPOINT_CONCURRENCY slots, if one is free.
+def _answering_mark(endpoint_id: int) -> str:
+    """Set while the endpoint answers: slow start gives it more than one slot."""
+    return _mark("answering", endpoint_id)
+
+
+def _turned_away_mark(endpoint_id: int) -> str:
+    """Set by a worker that found every slot busy: whoever holds one drains again."""
+    return _mark("turned-away", endpoint_id)
+
+
+def _slot_take(*, endpoint_id: int, slots: int) -> int | None:
+    """Take one of the endpoint's slots if one is free; returns its key.
 
     PostgreSQL session advisory locks: free again when this connection ends, so a lost
-    worker holds nothing. Other databases (SQLite in development) have no bound.
+    worker holds nothing. Other databases (SQLite in development) have no bound (-1).
     """
     if connection.vendor != "postgresql":
-        yield True
-        return
-    # Slow start: an endpoint gets more than one slot only while it answers. One that
-    # hangs or refuses holds a single worker slot, whatever the setting.
-    answering = caches["deliveries"].get(_answering_mark(endpoint_id))
-    slots = min(settings.WEBHOOKS_ENDPOINT_CONCURRENCY if answering else 1, ADVISORY_LOCK_SLOTS)
+        return -1
+    first = endpoint_id * ADVISORY_LOCK_SLOTS
     with connection.cursor() as cursor:
         # Stops at the first slot it gets: the executor pulls one row at a time.
         cursor.execute(
             "SELECT k FROM generate_series(%s::bigint, %s::bigint) AS k WHERE pg_try_advisory_lock(k) LIMIT 1",
-            [endpoint_id * ADVISORY_LOCK_SLOTS, endpoint_id * ADVISORY_LOCK_SLOTS + slots - 1],
+            [first, first + min(slots, ADVISORY_LOCK_SLOTS) - 1],
         )
         row = cursor.fetchone()
-    if row is None:
-        yield False
+    return row[0] if row else None
+
+
+def _slot_release(*, key: int) -> None:
+    if key < 0:
         return
     try:
-        yield True
-    finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [row[0]])
-        except DatabaseError:
-            # The connection is gone, and the lock with it.
-            logger.warning("endpoint %s: could not release its slot; the connection is gone", endpoint_id)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+    except DatabaseError:
+        logger.warning("could not release slot %s: the connection is gone, and the lock with it", key)
+
+
+@dataclass
+class _Drained:
+    made: int = 0
+    # Whether every attempt got an HTTP answer (None: no attempt was made).
+    answered: bool | None = None
+    # What is left must be read from the database: the drain stopped at its budget, or
+    # an attempt outlived its lease.
+    recheck: bool = False
+    # When the earliest retry this drain scheduled is due.
+    retry_at: datetime | None = None
 
 
 def endpoint_drain(*, endpoint_id: int) -> int:
     """Make the due attempts of one endpoint, in batches, for at most
     WEBHOOKS_DRAIN_SECONDS (plus the attempt under way), then wake the endpoint again for
-    whatever is left. Returns the number of attempts made.
+    whatever is left or scheduled. Returns the number of attempts made.
 
-    Call it outside any transaction: leases must be visible to other workers at once.
+    At most WEBHOOKS_ENDPOINT_CONCURRENCY workers drain one endpoint at once, and one
+    while it does not answer (slow start), so that an endpoint that hangs holds one
+    worker thread. Call it outside any transaction: leases must be visible to other
+    workers at once.
     """
-    caches["deliveries"].delete(_wake_mark(endpoint_id, None))  # later publishes wake it again
-    with _endpoint_slot(endpoint_id=endpoint_id) as held:
-        if not held:
-            # Every slot is busy; whoever holds one wakes the endpoint again when done.
+    marks = caches["deliveries"]
+    marks.delete(_wake_mark(endpoint_id, None))  # publishes from now on wake it again
+    answering = marks.get(_answering_mark(endpoint_id))
+    slots = settings.WEBHOOKS_ENDPOINT_CONCURRENCY if answering else 1
+    key = _slot_take(endpoint_id=endpoint_id, slots=slots)
+    if key is None:
+        # Every slot is busy. Say so, then look once more: a holder checks the mark only
+        # after releasing its slot, so either it sees the mark or this finds a free slot.
+        marks.set(_turned_away_mark(endpoint_id), 1, timeout=settings.WEBHOOKS_LEASE_SECONDS)
+        key = _slot_take(endpoint_id=endpoint_id, slots=slots)
+        if key is None:
             logger.debug("endpoint %s: every slot is busy", endpoint_id)
             return 0
-        made = _drain(endpoint_id=endpoint_id)
-    # After the slot is released: a wake-up turned away meanwhile is not lost.
-    following = selectors.endpoint_next_due(endpoint_id=endpoint_id, now=timezone.now())
+    try:
+        drained = _drain(endpoint_id=endpoint_id)
+    finally:
+        _slot_release(key=key)
+    if drained.answered is False and answering:
+        marks.delete(_answering_mark(endpoint_id))
+    elif drained.answered and not answering:
+        marks.set(_answering_mark(endpoint_id), 1, timeout=ANSWERING_MARK_SECONDS)
+    if marks.delete(_turned_away_mark(endpoint_id)) or drained.recheck:
+        following = selectors.endpoint_next_due(endpoint_id=endpoint_id, now=timezone.now())
+    else:
+        # Only the retries this drain scheduled; earlier ones have their own wake-ups.
+        following = drained.retry_at
     if following is not None:
         endpoints_wake(endpoint_ids=[endpoint_id], at=None if following <= timezone.now() else following)
-    return made
+    return drained.made
 
 
 def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool = False) -> int:
@@ -293,15 +328,15 @@ def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool
     return cancelled
 
 
-def _drain(*, endpoint_id: int) -> int:
+def _drain(*, endpoint_id: int) -> _Drained:
     stop_at = time.monotonic() + settings.WEBHOOKS_DRAIN_SECONDS
-    endpoint = Endpoint.objects.filter(id=endpoint_id).first()
+    drained = _Drained()
+    endpoint = Endpoint.objects.filter(id=endpoint_id).only("id", "url", "enabled", "secret").first()
     if endpoint is None:
-        return 0  # deleting an endpoint cancels its pending deliveries
+        return drained  # deleting an endpoint cancels its pending deliveries
     if not endpoint.enabled:
         deliveries_cancel(endpoint=endpoint, reason=DISABLED, keep_test_events=True)
     secret = endpoint.secret  # decrypted once for the whole drain
-    made = 0
     while True:
         lease, batch = _deliveries_claim(endpoint=endpoint)
         results: list[_Result] = []
@@ -317,32 +352,87 @@ def _drain(*, endpoint_id: int) -> int:
             except Exception:
                 # Its lease runs out and the sweeper tries it again; the others go on.
                 logger.exception("delivery %s attempt crashed", delivery.id)
-        _attempts_record(results=results, lease=lease)
-        made += len(results)
-        _note_answers(endpoint_id=endpoint.id, results=results)
+        if _attempts_record(results=results, lease=lease) < len(results):
+            drained.recheck = True
+        drained.made += len(results)
+        for result in results:
+            answered = result.attempt.response_status is not None
+            drained.answered = answered if drained.answered is None else drained.answered and answered
+            if (retry_at := result.update["next_attempt_at"]) and (
+                drained.retry_at is None or retry_at < drained.retry_at
+            ):
+                drained.retry_at = retry_at
         if sent < len(batch):
             _deliveries_release(deliveries=batch[sent:], lease=lease)
-        if sent < settings.WEBHOOKS_BATCH_SIZE or time.monotonic() >= stop_at:
-            return made
+            drained.recheck = True
+            return drained
+        if len(batch) < settings.WEBHOOKS_BATCH_SIZE:
+            return drained
+        if time.monotonic() >= stop_at:
+            drained.recheck = True
+            return drained
 
 
-def _note_answers(*, endpoint_id: int, results: "Sequence[_Result]") -> None:
-    """Whether the endpoint answered (any HTTP status) or not (timeout, refused, TLS)."""
-    if not results:
-        return
-    if any(r.attempt.response_status is None for r in results):
-        caches["deliveries"].delete(_answering_mark(endpoint_id))
-    else:
-        caches["deliveries"].set(_answering_mark(endpoint_id), 1, timeout=ANSWERING_MARK_SECONDS)
+# PostgreSQL: the claim in one statement. The ORM needs two and a transaction, and
+# compiling them costs more CPU than the HTTP request they lead to (docs/performance.md).
+_CLAIM_SQL = """
+WITH claimed AS (
+    UPDATE {delivery} SET locked_until = %(lease)s, attempt_count = attempt_count + 1
+    WHERE id IN (
+        SELECT id FROM {delivery}
+        WHERE endpoint_id = %(endpoint)s AND status = %(pending)s AND next_attempt_at <= %(now)s
+          AND (locked_until IS NULL OR locked_until < %(now)s)
+        ORDER BY next_attempt_at LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, event_id, attempt_count, attempts_before_replay, last_error, next_attempt_at
+)
+SELECT c.id, c.event_id, c.attempt_count, c.attempts_before_replay, c.last_error, e.type, e.payload
+FROM claimed c JOIN {event} e ON e.id = c.event_id
+ORDER BY c.next_attempt_at
+"""
+
+
+def _deliveries_claim(*, endpoint: Endpoint) -> tuple[datetime, list[Delivery]]:
+    """Lease a batch of the endpoint's due deliveries (`selectors.deliveries_due`) and
+    reserve each one's next attempt number, in one statement on PostgreSQL. Rows another
+    worker is claiming are skipped, not waited for."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+    if connection.vendor != "postgresql":
+        return lease, _deliveries_claim_orm(endpoint=endpoint, now=now, lease=lease)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL.format(delivery=Delivery._meta.db_table, event=Event._meta.db_table),
+            {
+                "lease": lease,
+                "endpoint": endpoint.id,
+                "pending": Delivery.Status.PENDING,
+                "now": now,
+                "limit": settings.WEBHOOKS_BATCH_SIZE,
+            },
+        )
+        rows = cursor.fetchall()
+    batch = []
+    for delivery_id, event_id, attempt_count, attempts_before_replay, last_error, event_type, payload in rows:
+        delivery = Delivery(
+            id=delivery_id,
+            endpoint=endpoint,
+            status=Delivery.Status.PENDING,
+            attempt_count=attempt_count,
+            attempts_before_replay=attempts_before_replay,
+            last_error=last_error,
+            locked_until=lease,
+        )
+        delivery.event = Event(id=event_id, type=event_type, payload=payload)
+        batch.append(delivery)
+    return lease, batch
 
 
 @transaction.atomic
-def _deliveries_claim(*, endpoint: Endpoint) -> tuple[datetime, list[Delivery]]:
-    """Lease a batch of the endpoint's due deliveries and reserve each one's next attempt
-    number: two queries, whatever the batch size. Rows another worker is claiming are
-    skipped, not waited for."""
-    now = timezone.now()
-    lease = now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
+def _deliveries_claim_orm(*, endpoint: Endpoint, now: datetime, lease: datetime) -> list[Delivery]:
+    """The same claim on other databases (SQLite in development: its transactions are
+    IMMEDIATE, so the select and the update cannot interleave with another claim's)."""
     batch = list(
         selectors.deliveries_due(endpoint_id=endpoint.id, now=now)
         .select_for_update(skip_locked=True, of=("self",))
@@ -357,7 +447,7 @@ def _deliveries_claim(*, endpoint: Endpoint) -> tuple[datetime, list[Delivery]]:
         delivery.attempt_count += 1
         delivery.locked_until = lease
         delivery.endpoint = endpoint
-    return lease, batch
+    return batch
 
 
 def _deliveries_release(*, deliveries: Sequence[Delivery], lease: datetime) -> None:
@@ -490,15 +580,16 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result 
 
 
 @transaction.atomic
-def _attempts_record(*, results: Sequence[_Result], lease: datetime) -> None:
+def _attempts_record(*, results: Sequence[_Result], lease: datetime) -> int:
     """Record a batch's attempts and move their deliveries on, in a number of queries that
     does not grow with the batch (two when every attempt got the same answer). An ended
     delivery's `completed_at` is when its batch was recorded.
 
     A worker lost before this commits sends the batch again once its lease runs out (at
-    least once; receivers deduplicate on X-ClientFlow-Delivery)."""
+    least once; receivers deduplicate on X-ClientFlow-Delivery). Returns how many
+    deliveries it moved on: those whose lease still held."""
     if not results:
-        return
+        return 0
     DeliveryAttempt.objects.bulk_create([r.attempt for r in results])
     recorded_at = timezone.now()
     kept = 0
@@ -534,6 +625,7 @@ def _attempts_record(*, results: Sequence[_Result], lease: datetime) -> None:
         )
     if kept < len(results):
         logger.warning("%d of %d attempts finished after their lease ran out", len(results) - kept, len(results))
+    return kept
 
 
 @dataclass
