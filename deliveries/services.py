@@ -111,16 +111,40 @@ def events_publish(*, workspace: Workspace, event_type: str, data_list: Sequence
         [_event_build(workspace=workspace, event_type=event_type, data=data) for data in data_list]
     )
     endpoint_ids = list(endpoints_subscribed(workspace=workspace, event_type=event_type).values_list("id", flat=True))
-    Delivery.objects.bulk_create(
-        Delivery(event=event, endpoint_id=endpoint_id, next_attempt_at=event.created_at)
-        for event in events
-        for endpoint_id in endpoint_ids
-    )
+    _deliveries_insert(events=events, endpoint_ids=endpoint_ids)
     if endpoint_ids:
         transaction.on_commit(lambda: endpoints_wake(endpoint_ids=endpoint_ids), robust=True)
     for event in events:
         logger.info("event %s %s published to %d endpoints", event.id, event_type, len(endpoint_ids))
     return events
+
+
+# Above this many rows PostgreSQL's COPY writes them: 10,000 deliveries take about a
+# tenth of what bulk_create's compiled INSERT does (docs/performance.md).
+COPY_THRESHOLD = 1000
+
+
+def _deliveries_insert(*, events: Sequence[Event], endpoint_ids: Sequence[int]) -> None:
+    """One pending delivery per event and endpoint, in one statement."""
+    count = len(events) * len(endpoint_ids)
+    if count < COPY_THRESHOLD or connection.vendor != "postgresql":
+        Delivery.objects.bulk_create(
+            Delivery(event=event, endpoint_id=endpoint_id, next_attempt_at=event.created_at)
+            for event in events
+            for endpoint_id in endpoint_ids
+        )
+        return
+    now = timezone.now()
+    columns = ("id", "event_id", "endpoint_id", "status", "attempt_count", "attempts_before_replay")
+    columns += ("next_attempt_at", "last_error", "created_at")
+    with connection.cursor() as cursor, cursor.connection.cursor() as raw:
+        statement = f"COPY {Delivery._meta.db_table} ({', '.join(columns)}) FROM STDIN"
+        with raw.copy(statement) as copy:
+            for event in events:
+                for endpoint_id in endpoint_ids:
+                    copy.write_row(
+                        (uuid.uuid4(), event.id, endpoint_id, Delivery.Status.PENDING, 0, 0, event.created_at, "", now)
+                    )
 
 
 @transaction.atomic

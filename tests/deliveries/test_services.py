@@ -604,3 +604,22 @@ def test_a_wake_up_turned_away_by_busy_slots_is_not_lost(workspace, make_endpoin
     Delivery.objects.filter(endpoint=endpoint).update(next_attempt_at=timezone.now() + timedelta(seconds=30))
     assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
     assert enqueued == [([endpoint.id], Delivery.objects.get(endpoint=endpoint).next_attempt_at)]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_a_large_fan_out_is_written_by_copy_with_the_same_rows(
+    workspace, make_endpoint, enqueued, monkeypatch, django_capture_on_commit_callbacks
+):
+    endpoints = [make_endpoint(url=f"https://h{n}.example.com/")[0] for n in range(3)]
+    monkeypatch.setattr(services, "COPY_THRESHOLD", 2)
+    with django_capture_on_commit_callbacks(execute=True):
+        events = services.events_publish(workspace=workspace, event_type="invoice.paid", data_list=[{"n": 1}, {"n": 2}])
+    rows = Delivery.objects.filter(event__in=events)
+    assert sorted((d.event_id, d.endpoint_id) for d in rows) == sorted(
+        (e.id, endpoint.id) for e in events for endpoint in endpoints
+    )
+    for delivery in rows:
+        assert (delivery.status, delivery.attempt_count, delivery.attempts_before_replay) == ("pending", 0, 0)
+        assert delivery.next_attempt_at == delivery.event.created_at
+        assert (delivery.locked_until, delivery.completed_at, delivery.last_error) == (None, None, "")
+    assert enqueued == [([e.id for e in endpoints], None)]
