@@ -40,7 +40,7 @@ run: $(STAMP)
 test: export SECRET_KEY ?= insecure-key-for-tests-only
 test: export WEBHOOKS_ENCRYPTION_KEYS ?= E3nc9fqopet4H0RnU2HHLKSXjkxnhHL70vQ2E-cITds=
 test: export SECURE_SSL_REDIRECT ?= false
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(NGINX)
 	CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 
 # The benchmark's receiver is Debian's nginx, installed when we may (root with apt-get);
