@@ -91,6 +91,7 @@ def _fill(*, rows: int, endpoints: int) -> None:
 
 def _explain(*, endpoints: int) -> None:
     from django.conf import settings
+    from django.db import connection, transaction
     from django.db.models import Count
     from django.utils import timezone
 
@@ -108,12 +109,6 @@ def _explain(*, endpoints: int) -> None:
     )
     endpoint_id = busiest["endpoint_id"] if busiest else Endpoint.objects.values_list("id", flat=True).first()
     queries = {
-        "A worker's claim: the endpoint's due deliveries, oldest first (FOR UPDATE SKIP LOCKED)": (
-            selectors.deliveries_due(endpoint_id=endpoint_id, now=now)
-            .select_for_update(skip_locked=True, of=("self",))
-            .select_related("event")
-            .defer("event__data")[: settings.WEBHOOKS_BATCH_SIZE]
-        ),
         "After a drain: when the endpoint's next delivery is due": selectors.deliveries_waiting(
             endpoint_id=endpoint_id, now=now
         ).values_list("next_attempt_at", flat=True)[:1],
@@ -125,8 +120,26 @@ def _explain(*, endpoints: int) -> None:
     total = Delivery.objects.count()
     pending = Delivery.objects.filter(status=Delivery.Status.PENDING).count()
     print(f"deliveries: {total:,}; pending: {pending:,}; endpoints: {endpoints:,}\n")
-    from django.db import transaction
 
+    print("## A worker's claim: lease the endpoint's 50 oldest due deliveries (UPDATE … FOR UPDATE SKIP LOCKED)\n")
+    from deliveries.models import Event
+    from deliveries.services import _CLAIM_SQL
+
+    with transaction.atomic(), connection.cursor() as cursor:  # rolled back: nothing is claimed
+        cursor.execute(
+            "EXPLAIN (ANALYZE, BUFFERS) "
+            + _CLAIM_SQL.format(delivery=Delivery._meta.db_table, event=Event._meta.db_table),
+            {
+                "lease": now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS),
+                "endpoint": endpoint_id,
+                "pending": Delivery.Status.PENDING,
+                "now": now,
+                "limit": settings.WEBHOOKS_BATCH_SIZE,
+            },
+        )
+        print("\n".join(row[0] for row in cursor.fetchall()))
+        transaction.set_rollback(True)
+    print()
     for title, queryset in queries.items():
         print(f"## {title}\n")
         with transaction.atomic():  # FOR UPDATE needs one; rolled back with the locks

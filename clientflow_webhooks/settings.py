@@ -212,6 +212,13 @@ else:
 # Wake-up marks that keep one queued message per endpoint must be seen by every web
 # and worker process: kept in the broker's Redis, or in files under var/ in development.
 _REDIS_BROKER = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+if (
+    not _REDIS_BROKER
+    and not CELERY_BROKER_URL.startswith("filesystem://")
+    and not env("WEBHOOKS_CACHE_URL", default="")
+):
+    # With a RabbitMQ broker, a per-machine default would leave marks no worker clears.
+    raise ImproperlyConfigured("Set WEBHOOKS_CACHE_URL to a Redis that every web and worker process shares.")
 CACHES = {
     "default": env.cache("CACHE_URL", default="locmemcache://"),
     "deliveries": env.cache(
@@ -221,6 +228,9 @@ CACHES = {
 if CACHES["deliveries"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
     CACHES["deliveries"]["BACKEND"] = "clientflow_webhooks.cache.RedisCache"
 CACHES["deliveries"].setdefault("KEY_PREFIX", "webhooks")
+if CACHES["deliveries"]["BACKEND"].endswith("FileBasedCache"):
+    # Development: the file cache would otherwise cull entries above 300.
+    CACHES["deliveries"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", default="webhooks")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from clientflow_webhooks.models import Workspace
@@ -29,9 +29,10 @@ def endpoints_overdue(*, now: datetime, grace: timedelta) -> QuerySet[Delivery]:
             status=Delivery.Status.PENDING, next_attempt_at__lte=now - grace, endpoint__isnull=False
         )
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .order_by()
+        .values("endpoint_id")
+        .annotate(due=Min("next_attempt_at"))
+        .order_by("due")  # the longest overdue first, so none waits behind the others
         .values_list("endpoint_id", flat=True)
-        .distinct()
     )
 
 

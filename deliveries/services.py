@@ -183,9 +183,9 @@ def _wake_mark(endpoint_id: int, at: datetime | None) -> str:
     return _mark("wake", endpoint_id, f":{at.timestamp()}" if at else "")
 
 
-def endpoints_wake(*, endpoint_ids: Sequence[int], at: datetime | None = None, force: bool = False) -> None:
+def endpoints_wake(*, endpoint_ids: Sequence[int], at: datetime | None = None) -> None:
     """Ask the workers to drain these endpoints now, or at `at`. An endpoint whose
-    wake-up for the same moment is already queued gets no second one, unless `force`.
+    wake-up for the same moment is already queued gets no second one.
 
     Never raises: a message that cannot be sent (broker down) only delays deliveries,
     because the sweeper wakes every endpoint with overdue deliveries.
@@ -196,16 +196,50 @@ def endpoints_wake(*, endpoint_ids: Sequence[int], at: datetime | None = None, f
             list(endpoint_ids[i : i + settings.WEBHOOKS_FANOUT_CHUNK])
             for i in range(0, len(endpoint_ids), settings.WEBHOOKS_FANOUT_CHUNK)
         ]
-        _send(WAKE_TASK, [([chunk], {"at": at.isoformat() if at else None, "force": force}) for chunk in chunks], at)
+        _send(WAKE_TASK, [([chunk], {"at": at.isoformat() if at else None}) for chunk in chunks], at)
         return
-    marks = caches["deliveries"]
     countdown = None
     if at is not None:
         countdown = max(0.0, (at - timezone.now()).total_seconds())
     timeout = WAKE_MARK_SECONDS + (countdown or 0)
-    woken = [i for i in endpoint_ids if force or marks.add(_wake_mark(i, at), 1, timeout=timeout)]
-    if not _send(DRAIN_TASK, [([i], {}) for i in woken], at) and not force:
-        marks.delete_many([_wake_mark(i, at) for i in woken])
+    woken = [i for i in endpoint_ids if _mark_add(_wake_mark(i, at), timeout)]
+    if not _send(DRAIN_TASK, [([i], {}) for i in woken], at):
+        for i in woken:
+            _mark_delete(_wake_mark(i, at))
+
+
+# The marks are hints that save messages and threads; the database decides. When their
+# store fails, a mark counts as absent: more messages, never fewer deliveries.
+
+
+def _mark_add(key: str, timeout: float) -> bool:
+    try:
+        return bool(caches["deliveries"].add(key, 1, timeout=timeout))
+    except Exception:
+        logger.warning("mark store unavailable: %s", key, exc_info=True)
+        return True
+
+
+def _mark_get(key: str) -> bool:
+    try:
+        return caches["deliveries"].get(key) is not None
+    except Exception:
+        logger.warning("mark store unavailable: %s", key, exc_info=True)
+        return False
+
+
+def _mark_set(key: str, timeout: float) -> None:
+    try:
+        caches["deliveries"].set(key, 1, timeout=timeout)
+    except Exception:
+        logger.warning("mark store unavailable: %s", key, exc_info=True)
+
+
+def _mark_delete(key: str) -> None:
+    try:
+        caches["deliveries"].delete(key)
+    except Exception:
+        logger.warning("mark store unavailable: %s", key, exc_info=True)
 
 
 def _send(task: str, calls: list[tuple[list[Any], dict[str, Any]]], at: datetime | None) -> bool:
@@ -229,7 +263,10 @@ def deliveries_sweep() -> int:
     endpoint_ids = list(overdue[: settings.WEBHOOKS_SWEEP_BATCH])
     if endpoint_ids:
         logger.warning("sweeper wakes %d endpoints with overdue deliveries", len(endpoint_ids))
-        endpoints_wake(endpoint_ids=endpoint_ids, force=True)
+        # A wake-up mark outlives its message by at most WAKE_MARK_SECONDS, less than the
+        # grace: an endpoint whose wake-up was lost gets a new one, and one whose wake-up
+        # is only waiting in a busy queue gets no second one.
+        endpoints_wake(endpoint_ids=endpoint_ids)
     return len(endpoint_ids)
 
 
@@ -245,11 +282,6 @@ ADVISORY_LOCK_SLOTS = 256  # endpoint id * 256 + slot: the advisory lock key of 
 def _answering_mark(endpoint_id: int) -> str:
     """Set while the endpoint answers: slow start gives it more than one slot."""
     return _mark("answering", endpoint_id)
-
-
-def _turned_away_mark(endpoint_id: int) -> str:
-    """Set by a worker that found every slot busy: whoever holds one drains again."""
-    return _mark("turned-away", endpoint_id)
 
 
 def _slot_take(*, endpoint_id: int, slots: int) -> int | None:
@@ -286,51 +318,39 @@ class _Drained:
     made: int = 0
     # Whether every attempt got an HTTP answer (None: no attempt was made).
     answered: bool | None = None
-    # What is left must be read from the database: the drain stopped at its budget, or
-    # an attempt outlived its lease.
-    recheck: bool = False
-    # When the earliest retry this drain scheduled is due.
-    retry_at: datetime | None = None
 
 
 def endpoint_drain(*, endpoint_id: int) -> int:
     """Make the due attempts of one endpoint, in batches, for at most
     WEBHOOKS_DRAIN_SECONDS (plus the attempt under way), then wake the endpoint again for
-    whatever is left or scheduled. Returns the number of attempts made.
+    its next due delivery, now or later. Returns the number of attempts made.
 
     At most WEBHOOKS_ENDPOINT_CONCURRENCY workers drain one endpoint at once, and one
     while it does not answer (slow start), so that an endpoint that hangs holds one
     worker thread. Call it outside any transaction: leases must be visible to other
     workers at once.
     """
-    marks = caches["deliveries"]
-    marks.delete(_wake_mark(endpoint_id, None))  # publishes from now on wake it again
-    answering = marks.get(_answering_mark(endpoint_id))
-    slots = settings.WEBHOOKS_ENDPOINT_CONCURRENCY if answering else 1
-    key = _slot_take(endpoint_id=endpoint_id, slots=slots)
+    _mark_delete(_wake_mark(endpoint_id, None))  # publishes from now on wake it again
+    answering = _mark_get(_answering_mark(endpoint_id))
+    key = _slot_take(endpoint_id=endpoint_id, slots=settings.WEBHOOKS_ENDPOINT_CONCURRENCY if answering else 1)
     if key is None:
-        # Every slot is busy. Say so, then look once more: a holder checks the mark only
-        # after releasing its slot, so either it sees the mark or this finds a free slot.
-        marks.set(_turned_away_mark(endpoint_id), 1, timeout=settings.WEBHOOKS_LEASE_SECONDS)
-        key = _slot_take(endpoint_id=endpoint_id, slots=slots)
-        if key is None:
-            logger.debug("endpoint %s: every slot is busy", endpoint_id)
-            return 0
+        # Every slot is busy. Whoever holds one reads what is due after releasing it.
+        logger.debug("endpoint %s: every slot is busy", endpoint_id)
+        return 0
+    drained = _Drained()
     try:
         drained = _drain(endpoint_id=endpoint_id)
     finally:
         _slot_release(key=key)
-    if drained.answered is False and answering:
-        marks.delete(_answering_mark(endpoint_id))
-    elif drained.answered and not answering:
-        marks.set(_answering_mark(endpoint_id), 1, timeout=ANSWERING_MARK_SECONDS)
-    if marks.delete(_turned_away_mark(endpoint_id)) or drained.recheck:
+        # After the release, so that a wake-up turned away meanwhile is not lost; and
+        # whatever the drain did, so that each drain hands the endpoint on to the next.
         following = selectors.endpoint_next_due(endpoint_id=endpoint_id, now=timezone.now())
-    else:
-        # Only the retries this drain scheduled; earlier ones have their own wake-ups.
-        following = drained.retry_at
-    if following is not None:
-        endpoints_wake(endpoint_ids=[endpoint_id], at=None if following <= timezone.now() else following)
+        if following is not None:
+            endpoints_wake(endpoint_ids=[endpoint_id], at=None if following <= timezone.now() else following)
+    if drained.answered is False and answering:
+        _mark_delete(_answering_mark(endpoint_id))
+    elif drained.answered and not answering:
+        _mark_set(_answering_mark(endpoint_id), ANSWERING_MARK_SECONDS)
     return drained.made
 
 
@@ -373,27 +393,23 @@ def _drain(*, endpoint_id: int) -> _Drained:
             try:
                 if result := _attempt(delivery=delivery, endpoint=endpoint, secret=secret):
                     results.append(result)
+                    if retry_at := result.update["next_attempt_at"]:
+                        # The batch must be recorded (and its lease let go) before the retry
+                        # is due: no new attempt after that.
+                        due_in = (retry_at - timezone.now()).total_seconds()
+                        stop_at = min(stop_at, time.monotonic() + due_in)
             except Exception:
                 # Its lease runs out and the sweeper tries it again; the others go on.
                 logger.exception("delivery %s attempt crashed", delivery.id)
-        if _attempts_record(results=results, lease=lease) < len(results):
-            drained.recheck = True
+        _attempts_record(results=results, lease=lease)
         drained.made += len(results)
         for result in results:
             answered = result.attempt.response_status is not None
             drained.answered = answered if drained.answered is None else drained.answered and answered
-            if (retry_at := result.update["next_attempt_at"]) and (
-                drained.retry_at is None or retry_at < drained.retry_at
-            ):
-                drained.retry_at = retry_at
         if sent < len(batch):
             _deliveries_release(deliveries=batch[sent:], lease=lease)
-            drained.recheck = True
             return drained
-        if len(batch) < settings.WEBHOOKS_BATCH_SIZE:
-            return drained
-        if time.monotonic() >= stop_at:
-            drained.recheck = True
+        if len(batch) < settings.WEBHOOKS_BATCH_SIZE or time.monotonic() >= stop_at:
             return drained
 
 

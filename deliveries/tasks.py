@@ -14,9 +14,9 @@ def drain_endpoint(endpoint_id: int) -> int:
 
 
 @shared_task(name="deliveries.tasks.wake_endpoints")
-def wake_endpoints(endpoint_ids: list[int], at: str | None = None, force: bool = False) -> None:
+def wake_endpoints(endpoint_ids: list[int], at: str | None = None) -> None:
     """The wake-ups of a large fan-out, sent from a worker instead of the publisher."""
-    services.endpoints_wake(endpoint_ids=endpoint_ids, at=datetime.fromisoformat(at) if at else None, force=force)
+    services.endpoints_wake(endpoint_ids=endpoint_ids, at=datetime.fromisoformat(at) if at else None)
 
 
 @shared_task(name="deliveries.tasks.sweep_due_deliveries")

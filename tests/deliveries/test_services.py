@@ -24,7 +24,7 @@ def enqueued(monkeypatch):
     (endpoint ids, when: None for now)."""
     calls: list[tuple[list[int], object]] = []
 
-    def fake_wake(*, endpoint_ids, at=None, force=False):
+    def fake_wake(*, endpoint_ids, at=None):
         calls.append((list(endpoint_ids), at))
 
     monkeypatch.setattr(services, "endpoints_wake", fake_wake)
@@ -544,7 +544,7 @@ def test_publishing_in_bulk_is_a_constant_number_of_queries_and_one_wake_up_per_
     assert enqueued == [([first.id, second.id], None)]
 
 
-def test_wake_ups_wait_one_per_endpoint_in_the_queue(workspace, make_endpoint, monkeypatch):
+def test_wake_ups_wait_one_per_endpoint_in_the_queue(workspace, make_endpoint, monkeypatch, settings):
     sent = []
     monkeypatch.setattr(services, "_send", lambda task, calls, at: sent.extend((task, *c[0]) for c in calls) or True)
     endpoint, _ = make_endpoint()
@@ -555,8 +555,24 @@ def test_wake_ups_wait_one_per_endpoint_in_the_queue(workspace, make_endpoint, m
     assert sent == [(services.DRAIN_TASK, endpoint.id)]
     services.endpoint_drain(endpoint_id=endpoint.id)  # a worker takes it: the next publish wakes it again
     services.endpoints_wake(endpoint_ids=[endpoint.id])
-    services.endpoints_wake(endpoint_ids=[endpoint.id], force=True)  # the sweeper
-    assert sent == [(services.DRAIN_TASK, endpoint.id)] * 3
+    assert sent == [(services.DRAIN_TASK, endpoint.id)] * 2
+    # A mark whose message was lost lasts WAKE_MARK_SECONDS, less than the sweeper's grace.
+    assert services.WAKE_MARK_SECONDS < settings.WEBHOOKS_SWEEP_GRACE
+
+
+def test_marks_are_hints_a_failing_store_only_costs_messages(workspace, make_endpoint, monkeypatch):
+    sent = []
+    monkeypatch.setattr(services, "_send", lambda task, calls, at: sent.extend((task, *c[0]) for c in calls) or True)
+
+    class Down:
+        def __getattr__(self, name):
+            raise ConnectionError("mark store down")
+
+    monkeypatch.setattr(services, "caches", {"deliveries": Down()})
+    endpoint, _ = make_endpoint()
+    services.endpoints_wake(endpoint_ids=[endpoint.id])
+    services.endpoints_wake(endpoint_ids=[endpoint.id])
+    assert sent == [(services.DRAIN_TASK, endpoint.id)] * 2
 
 
 def test_a_large_fan_out_hands_its_wake_ups_to_the_workers(monkeypatch, settings):
@@ -585,12 +601,12 @@ def test_an_endpoint_that_does_not_answer_loses_its_extra_slots(workspace, make_
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the slot bound needs PostgreSQL")
 @responses.activate
-def test_a_wake_up_turned_away_by_busy_slots_is_not_lost(workspace, make_endpoint, enqueued):
+def test_a_wake_up_turned_away_by_busy_slots_leaves_the_endpoint_to_the_holder(workspace, make_endpoint, enqueued):
     import psycopg
 
     endpoint, _ = make_endpoint(url=URL)
     responses.post(URL, status=204)
-    publish(workspace)
+    delivery = publish(workspace).deliveries.get()
     caches["deliveries"].delete(services._answering_mark(endpoint.id))
     db = connection.settings_dict
     with psycopg.connect(
@@ -598,12 +614,30 @@ def test_a_wake_up_turned_away_by_busy_slots_is_not_lost(workspace, make_endpoin
     ) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [endpoint.id * services.ADVISORY_LOCK_SLOTS])
         enqueued.clear()
-        assert services.endpoint_drain(endpoint_id=endpoint.id) == 0  # another worker holds the slot
-    # That worker is gone (or done): the next drain of the endpoint sees the mark left by
-    # the one turned away and wakes the endpoint again for what is due.
-    Delivery.objects.filter(endpoint=endpoint).update(next_attempt_at=timezone.now() + timedelta(seconds=30))
-    assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
-    assert enqueued == [([endpoint.id], Delivery.objects.get(endpoint=endpoint).next_attempt_at)]
+        assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
+        assert enqueued == []  # the holder reads what is due once it lets go of its slot
+    # The holder's drain ends, after its release, by waking the endpoint for what is due.
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
+    delivery.refresh_from_db()
+    assert delivery.status == "succeeded"
+
+
+@responses.activate
+def test_every_drain_hands_the_endpoint_on_to_its_next_due_delivery(workspace, make_endpoint, enqueued):
+    endpoint, _ = make_endpoint(url=URL)
+    responses.post(URL, status=204)
+    retrying = publish(workspace).deliveries.get()
+    due_now = publish(workspace).deliveries.get()
+    # A retry another drain scheduled for later; this drain sends only what is due now.
+    later = timezone.now() + timedelta(seconds=4)
+    Delivery.objects.filter(id=retrying.id).update(next_attempt_at=later, attempt_count=1)
+    enqueued.clear()
+
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
+
+    due_now.refresh_from_db()
+    assert due_now.status == "succeeded"
+    assert enqueued == [([endpoint.id], later)]
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
