@@ -21,14 +21,16 @@ def dead_letters() -> QuerySet[Delivery]:
     )
 
 
+def _waiting(*, now: datetime) -> Q:
+    """Pending, and held by no live worker (no lease, or one that ran out)."""
+    return Q(status=Delivery.Status.PENDING) & (Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+
+
 def endpoints_overdue(*, now: datetime, grace: timedelta) -> QuerySet[Delivery]:
     """Ids of endpoints with a pending delivery due for longer than `grace` that no live
     worker holds: its wake-up was lost or its worker died."""
     return (
-        Delivery.objects.filter(
-            status=Delivery.Status.PENDING, next_attempt_at__lte=now - grace, endpoint__isnull=False
-        )
-        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        Delivery.objects.filter(_waiting(now=now), next_attempt_at__lte=now - grace, endpoint__isnull=False)
         .values("endpoint_id")
         .annotate(due=Min("next_attempt_at"))
         .order_by("due")  # the longest overdue first, so none waits behind the others
@@ -38,11 +40,7 @@ def endpoints_overdue(*, now: datetime, grace: timedelta) -> QuerySet[Delivery]:
 
 def deliveries_waiting(*, endpoint_id: int, now: datetime) -> QuerySet[Delivery]:
     """The endpoint's pending deliveries that no worker holds, the next due first."""
-    return (
-        Delivery.objects.filter(endpoint_id=endpoint_id, status=Delivery.Status.PENDING)
-        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .order_by("next_attempt_at")
-    )
+    return Delivery.objects.filter(_waiting(now=now), endpoint_id=endpoint_id).order_by("next_attempt_at")
 
 
 def deliveries_due(*, endpoint_id: int, now: datetime) -> QuerySet[Delivery]:

@@ -202,44 +202,23 @@ def endpoints_wake(*, endpoint_ids: Sequence[int], at: datetime | None = None) -
     if at is not None:
         countdown = max(0.0, (at - timezone.now()).total_seconds())
     timeout = WAKE_MARK_SECONDS + (countdown or 0)
-    woken = [i for i in endpoint_ids if _mark_add(_wake_mark(i, at), timeout)]
+    woken = [i for i in endpoint_ids if _marks("add", _wake_mark(i, at), 1, timeout, fallback=True)]
     if not _send(DRAIN_TASK, [([i], {}) for i in woken], at):
         for i in woken:
-            _mark_delete(_wake_mark(i, at))
+            _marks("delete", _wake_mark(i, at), fallback=False)
 
 
 # The marks are hints that save messages and threads; the database decides. When their
 # store fails, a mark counts as absent: more messages, never fewer deliveries.
 
 
-def _mark_add(key: str, timeout: float) -> bool:
+def _marks(operation: str, key: str, *args: Any, fallback: Any) -> Any:
+    """`caches["deliveries"].<operation>(key, *args)`, or `fallback` when the store fails."""
     try:
-        return bool(caches["deliveries"].add(key, 1, timeout=timeout))
+        return getattr(caches["deliveries"], operation)(key, *args)
     except Exception:
-        logger.warning("mark store unavailable: %s", key, exc_info=True)
-        return True
-
-
-def _mark_get(key: str) -> bool:
-    try:
-        return caches["deliveries"].get(key) is not None
-    except Exception:
-        logger.warning("mark store unavailable: %s", key, exc_info=True)
-        return False
-
-
-def _mark_set(key: str, timeout: float) -> None:
-    try:
-        caches["deliveries"].set(key, 1, timeout=timeout)
-    except Exception:
-        logger.warning("mark store unavailable: %s", key, exc_info=True)
-
-
-def _mark_delete(key: str) -> None:
-    try:
-        caches["deliveries"].delete(key)
-    except Exception:
-        logger.warning("mark store unavailable: %s", key, exc_info=True)
+        logger.warning("mark store unavailable: %s %s", operation, key, exc_info=True)
+        return fallback
 
 
 def _send(task: str, calls: list[tuple[list[Any], dict[str, Any]]], at: datetime | None) -> bool:
@@ -330,8 +309,8 @@ def endpoint_drain(*, endpoint_id: int) -> int:
     worker thread. Call it outside any transaction: leases must be visible to other
     workers at once.
     """
-    _mark_delete(_wake_mark(endpoint_id, None))  # publishes from now on wake it again
-    answering = _mark_get(_answering_mark(endpoint_id))
+    _marks("delete", _wake_mark(endpoint_id, None), fallback=False)  # publishes from now on wake it again
+    answering = _marks("get", _answering_mark(endpoint_id), fallback=None) is not None
     key = _slot_take(endpoint_id=endpoint_id, slots=settings.WEBHOOKS_ENDPOINT_CONCURRENCY if answering else 1)
     if key is None:
         # Every slot is busy. Whoever holds one reads what is due after releasing it.
@@ -348,9 +327,9 @@ def endpoint_drain(*, endpoint_id: int) -> int:
         if following is not None:
             endpoints_wake(endpoint_ids=[endpoint_id], at=None if following <= timezone.now() else following)
     if drained.answered is False and answering:
-        _mark_delete(_answering_mark(endpoint_id))
+        _marks("delete", _answering_mark(endpoint_id), fallback=False)
     elif drained.answered and not answering:
-        _mark_set(_answering_mark(endpoint_id), ANSWERING_MARK_SECONDS)
+        _marks("set", _answering_mark(endpoint_id), 1, ANSWERING_MARK_SECONDS, fallback=None)
     return drained.made
 
 

@@ -32,6 +32,31 @@ def enqueued(monkeypatch):
 
 
 @pytest.fixture
+def sent(monkeypatch):
+    """Record the messages that would go to the broker: (task, first argument)."""
+    messages: list[tuple[str, object]] = []
+
+    def fake_send(task, calls, at):
+        messages.extend((task, args[0]) for args, _ in calls)
+        return True
+
+    monkeypatch.setattr(services, "_send", fake_send)
+    return messages
+
+
+@pytest.fixture
+def other_connection():
+    """A second PostgreSQL session on the test database: another worker's."""
+    import psycopg
+
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
+    ) as other:
+        yield other
+
+
+@pytest.fixture
 def fast_retries(settings):
     settings.WEBHOOKS_RETRY_DELAYS = [1, 2, 4]
     settings.WEBHOOKS_TIMEOUT = 5
@@ -472,10 +497,8 @@ def test_a_slow_endpoint_holds_no_batch_of_another(workspace, make_endpoint, enq
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the slot bound needs PostgreSQL")
 @responses.activate
 def test_no_more_than_the_concurrency_setting_deliver_to_one_endpoint(
-    workspace, make_endpoint, enqueued, settings, django_db_blocker
+    workspace, make_endpoint, enqueued, settings, other_connection
 ):
-    import psycopg
-
     settings.WEBHOOKS_ENDPOINT_CONCURRENCY = 2
     endpoint, _ = make_endpoint(url=URL)
     responses.post(URL, status=204)
@@ -483,26 +506,22 @@ def test_no_more_than_the_concurrency_setting_deliver_to_one_endpoint(
     settings.WEBHOOKS_DRAIN_SECONDS = 0
     for _ in range(3):
         publish(workspace)
-    db = connection.settings_dict
     keys = [endpoint.id * services.ADVISORY_LOCK_SLOTS + slot for slot in range(2)]
     marks = caches["deliveries"]
     marks.delete(services._answering_mark(endpoint.id))
-    with psycopg.connect(
-        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
-    ) as other:
-        # Another worker holds the first slot of an endpoint not known to answer: that is
-        # all it gets (slow start).
-        other.execute("SELECT pg_advisory_lock(%s)", [keys[0]])
-        assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
-        # Once it has answered, a second worker may join in.
-        marks.set(services._answering_mark(endpoint.id), 1)
-        assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
-        # Both slots held elsewhere: nothing is sent.
-        other.execute("SELECT pg_advisory_lock(%s)", [keys[1]])
-        assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
-        assert len(responses.calls) == 1
-        other.execute("SELECT pg_advisory_unlock(%s)", [keys[1]])
-        assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
+    # Another worker holds the first slot of an endpoint not known to answer: that is
+    # all it gets (slow start).
+    other_connection.execute("SELECT pg_advisory_lock(%s)", [keys[0]])
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
+    # Once it has answered, a second worker may join in.
+    marks.set(services._answering_mark(endpoint.id), 1)
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
+    # Both slots held elsewhere: nothing is sent.
+    other_connection.execute("SELECT pg_advisory_lock(%s)", [keys[1]])
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
+    assert len(responses.calls) == 1
+    other_connection.execute("SELECT pg_advisory_unlock(%s)", [keys[1]])
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
     assert marks.get(services._answering_mark(endpoint.id)) == 1  # it answered again
     # The slot it took is free again.
     with connection.cursor() as cursor:
@@ -544,9 +563,7 @@ def test_publishing_in_bulk_is_a_constant_number_of_queries_and_one_wake_up_per_
     assert enqueued == [([first.id, second.id], None)]
 
 
-def test_wake_ups_wait_one_per_endpoint_in_the_queue(workspace, make_endpoint, monkeypatch, settings):
-    sent = []
-    monkeypatch.setattr(services, "_send", lambda task, calls, at: sent.extend((task, *c[0]) for c in calls) or True)
+def test_wake_ups_wait_one_per_endpoint_in_the_queue(workspace, make_endpoint, monkeypatch, settings, sent):
     endpoint, _ = make_endpoint()
     caches["deliveries"].delete(services._wake_mark(endpoint.id, None))
 
@@ -560,9 +577,7 @@ def test_wake_ups_wait_one_per_endpoint_in_the_queue(workspace, make_endpoint, m
     assert services.WAKE_MARK_SECONDS < settings.WEBHOOKS_SWEEP_GRACE
 
 
-def test_marks_are_hints_a_failing_store_only_costs_messages(workspace, make_endpoint, monkeypatch):
-    sent = []
-    monkeypatch.setattr(services, "_send", lambda task, calls, at: sent.extend((task, *c[0]) for c in calls) or True)
+def test_marks_are_hints_a_failing_store_only_costs_messages(workspace, make_endpoint, monkeypatch, sent):
 
     class Down:
         def __getattr__(self, name):
@@ -575,10 +590,8 @@ def test_marks_are_hints_a_failing_store_only_costs_messages(workspace, make_end
     assert sent == [(services.DRAIN_TASK, endpoint.id)] * 2
 
 
-def test_a_large_fan_out_hands_its_wake_ups_to_the_workers(monkeypatch, settings):
+def test_a_large_fan_out_hands_its_wake_ups_to_the_workers(monkeypatch, settings, sent):
     settings.WEBHOOKS_FANOUT_CHUNK = 100
-    sent = []
-    monkeypatch.setattr(services, "_send", lambda task, calls, at: sent.extend((task, *c[0]) for c in calls) or True)
     services.endpoints_wake(endpoint_ids=list(range(1, 251)))
     assert [(task, len(ids)) for task, ids in sent] == [
         (services.WAKE_TASK, 100),
@@ -601,21 +614,18 @@ def test_an_endpoint_that_does_not_answer_loses_its_extra_slots(workspace, make_
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the slot bound needs PostgreSQL")
 @responses.activate
-def test_a_wake_up_turned_away_by_busy_slots_leaves_the_endpoint_to_the_holder(workspace, make_endpoint, enqueued):
-    import psycopg
-
+def test_a_wake_up_turned_away_by_busy_slots_leaves_the_endpoint_to_the_holder(
+    workspace, make_endpoint, enqueued, other_connection
+):
     endpoint, _ = make_endpoint(url=URL)
     responses.post(URL, status=204)
     delivery = publish(workspace).deliveries.get()
     caches["deliveries"].delete(services._answering_mark(endpoint.id))
-    db = connection.settings_dict
-    with psycopg.connect(
-        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
-    ) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", [endpoint.id * services.ADVISORY_LOCK_SLOTS])
-        enqueued.clear()
-        assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
-        assert enqueued == []  # the holder reads what is due once it lets go of its slot
+    other_connection.execute("SELECT pg_advisory_lock(%s)", [endpoint.id * services.ADVISORY_LOCK_SLOTS])
+    enqueued.clear()
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 0
+    assert enqueued == []  # the holder reads what is due once it lets go of its slot
+    other_connection.execute("SELECT pg_advisory_unlock_all()")
     # The holder's drain ends, after its release, by waking the endpoint for what is due.
     assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
     delivery.refresh_from_db()
