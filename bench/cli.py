@@ -93,15 +93,28 @@ class Run:
         bench, groups, ca_file, threads = self._prepare()
         from bench import phases
 
+        chosen = self.options.phases
         self.phases["baseline"] = phases.baseline_phase(bench, ca_file=ca_file, threads=threads)
-        self.phases["throughput"], self.phases["memory"] = phases.throughput(
-            bench, groups.throughput, self.phases["baseline"]["deliveries_per_s"]
-        )
-        self.phases["latency"] = phases.latency(bench, groups.latency, self.phases["throughput"]["deliveries_per_s"])
-        self.phases["fanout"] = phases.fanout(bench, groups.fanouts)
-        self.phases["slow_receivers"] = phases.slow_receivers(
-            bench, groups.slow, groups.hanging, reference=self.phases["throughput"]
-        )
+        if "throughput" in chosen:
+            self.phases["throughput"], self.phases["memory"] = phases.throughput(
+                bench, groups.throughput, self.phases["baseline"]["deliveries_per_s"]
+            )
+        if "latency" in chosen:
+            if self.options.latency_rate is not None:
+                rate = self.options.latency_rate
+            elif "throughput" in chosen:
+                rate = self.phases["throughput"]["deliveries_per_s"] / 2
+            else:
+                raise BenchError("the latency run needs the throughput run or --latency-rate")
+            self.phases["latency"] = phases.latency(bench, groups.latency, rate=rate)
+        if "fanout" in chosen:
+            self.phases["fanout"] = phases.fanout(bench, groups.fanouts)
+        if "slow" in chosen:
+            if "throughput" not in chosen:
+                raise BenchError("the slow-receiver run is compared with the throughput run")
+            self.phases["slow_receivers"] = phases.slow_receivers(
+                bench, groups.slow, groups.hanging, reference=self.phases["throughput"]
+            )
         self.phases["receiver"] = phases.receiver_summary(bench)
         for index, worker in enumerate(self.workers):
             if not worker.alive():

@@ -21,6 +21,11 @@ SIZES: dict[str, tuple[Any, Any]] = {
 }
 
 
+# In the order they run; the latency run needs the throughput run's figure unless
+# --latency-rate gives its rate.
+PHASES = ("throughput", "latency", "fanout", "slow")
+
+
 @dataclass(frozen=True)
 class Options:
     smoke: bool
@@ -38,10 +43,13 @@ class Options:
     database_url: str
     broker_url: str
     json_path: Path
+    phases: tuple[str, ...] = PHASES
+    latency_rate: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         values = asdict(self)
         values["fanout"] = list(self.fanout)
+        values["phases"] = list(self.phases)
         values["json_path"] = str(self.json_path)
         return values
 
@@ -54,6 +62,13 @@ def _sizes(text: str) -> tuple[int, ...]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError("expected positive numbers")
     return sizes
+
+
+def _phases(text: str) -> tuple[str, ...]:
+    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    if not chosen or chosen - set(PHASES):
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(PHASES)}")
+    return tuple(p for p in PHASES if p in chosen)
 
 
 def _positive(kind: type) -> Any:
@@ -87,6 +102,12 @@ def parse(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--warmup", type=_positive(int), help="events per endpoint before the throughput run, not timed (25; smoke 5)"
+    )
+    parser.add_argument(
+        "--phases", type=_phases, default=PHASES, help=f"which runs after the baseline ({','.join(PHASES)})"
+    )
+    parser.add_argument(
+        "--latency-rate", type=_positive(float), help="events/s of the latency run (half the measured throughput)"
     )
     parser.add_argument("--chunk", type=_positive(int), default=500, help="events per events_publish call (500)")
     parser.add_argument(
@@ -126,6 +147,8 @@ def parse(argv: list[str] | None = None) -> Options:
         receiver=args.receiver,
         database_url=args.database_url,
         broker_url=args.broker_url,
+        phases=args.phases,
+        latency_rate=args.latency_rate,
         json_path=args.json or ROOT / "bench-results" / f"bench-{stamp}.json",
         **sizes,
     )

@@ -103,6 +103,7 @@ def groups_create(options: Options, receiver: Receiver, hanging: HangingListener
         fanouts=[
             fanout_group_create(n, size, lambda i, n=n: receiver.url(f"/f/{n}/{i}"))
             for n, size in enumerate(options.fanout)
+            if "fanout" in options.phases
         ],
     )
 
@@ -339,11 +340,11 @@ def _paced_publish(group: Group, *, count: int, rate: float, threads: int) -> tu
     return returned, count / (time.perf_counter() - clock)
 
 
-def latency(bench: Bench, group: Group, throughput_per_s: float) -> dict[str, Any]:
-    """Phase 3: single events at half the measured throughput; latency is the receiver's
-    arrival time (its log) minus the moment event_publish returned."""
+def latency(bench: Bench, group: Group, *, rate: float) -> dict[str, Any]:
+    """Phase 3: single events at `rate` (half the measured throughput); latency is the
+    receiver's arrival time (its log) minus the moment event_publish returned."""
     options = bench.options
-    rate = max(1.0, throughput_per_s / 2)
+    rate = max(1.0, rate)
     count = max(10, min(options.latency_max, round(rate * options.latency_seconds)))
     # About one publisher per 25 events/s: event_publish takes 5 ms on an idle machine,
     # several times that beside busy workers.
