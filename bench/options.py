@@ -16,6 +16,7 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "fanout": ((1_000, 10_000), (100, 300)),
     "hanging": (20, 5),
     "latency_seconds": (10.0, 3.0),
+    "latency_warmup_seconds": (2.0, 0.5),
     "latency_max": (5_000, 150),
     "warmup": (25, 5),
 }
@@ -35,6 +36,7 @@ class Options:
     fanout: tuple[int, ...]
     hanging: int
     latency_seconds: float
+    latency_warmup_seconds: float
     latency_max: int
     warmup: int
     chunk: int
@@ -71,11 +73,11 @@ def _phases(text: str) -> tuple[str, ...]:
     return tuple(p for p in PHASES if p in chosen)
 
 
-def _positive(kind: type) -> Any:
+def _positive(kind: type, *, zero: bool = False) -> Any:
     def parse(text: str) -> Any:
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError("must be positive")
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError("must be at least 0" if zero else "must be positive")
         return value
 
     return parse
@@ -95,6 +97,11 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--fanout", type=_sizes, help="fan-out sizes (1000,10000; smoke 100,300)")
     parser.add_argument(
         "--hanging", type=_positive(int), help="endpoints that never answer in the slow-receiver run (20; smoke 5)"
+    )
+    parser.add_argument(
+        "--latency-warmup-seconds",
+        type=_positive(float, zero=True),
+        help="publishing at the latency run's rate before it, not counted (2; smoke 0.5)",
     )
     parser.add_argument("--latency-seconds", type=_positive(float), help="length of the latency run (10; smoke 3)")
     parser.add_argument(

@@ -295,7 +295,9 @@ def _percentile(values: Sequence[float], percent: float) -> float:
     return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
 
 
-def _paced_publish(group: Group, *, count: int, rate: float, threads: int) -> tuple[dict[str, float], float]:
+def _paced_publish(
+    group: Group, *, count: int, rate: float, threads: int, label: str
+) -> tuple[dict[str, float], float]:
     """Event i is published at start + i / rate, by whichever of `threads` publishers is
     free: one alone cannot keep pace once event_publish takes longer than 1 / rate.
     Returns when each call returned (time.time(), by event id) and the rate achieved."""
@@ -306,7 +308,7 @@ def _paced_publish(group: Group, *, count: int, rate: float, threads: int) -> tu
     spread = len(group.workspaces)
     clock = time.perf_counter()
 
-    with progress.bar(total=count, desc="latency: publish", unit="evt") as bar:
+    with progress.bar(total=count, desc=label, unit="evt") as bar:
 
         def publisher() -> None:
             try:
@@ -342,17 +344,22 @@ def _paced_publish(group: Group, *, count: int, rate: float, threads: int) -> tu
 
 def latency(bench: Bench, group: Group, *, rate: float) -> dict[str, Any]:
     """Phase 3: single events at `rate` (half the measured throughput); latency is the
-    receiver's arrival time (its log) minus the moment event_publish returned."""
+    receiver's arrival time (its log) minus the moment event_publish returned. The first
+    seconds at that rate are a warm-up, not counted: new endpoints, the publishers' first
+    connections and the workers settling are not the steady state the figure is about."""
     options = bench.options
     rate = max(1.0, rate)
     count = max(10, min(options.latency_max, round(rate * options.latency_seconds)))
     # About one publisher per 25 events/s: event_publish takes 5 ms on an idle machine,
     # several times that beside busy workers.
     threads = max(1, min(8, math.ceil(rate / 25)))
+    warmup = round(rate * options.latency_warmup_seconds)
     started = time.time()
-    returned, achieved = _paced_publish(group, count=count, rate=rate, threads=threads)
+    if warmup:
+        _paced_publish(group, count=warmup, rate=rate, threads=threads, label="latency: warm-up")
+    returned, achieved = _paced_publish(group, count=count, rate=rate, threads=threads, label="latency: publish")
     waited = wait_succeeded(
-        bench, deliveries=group.deliveries(), expected=count, started=started, label="latency: deliver"
+        bench, deliveries=group.deliveries(), expected=warmup + count, started=started, label="latency: deliver"
     )
     # First arrival of each delivery id, mapped to its event in one query.
     arrivals: dict[str, float] = {}
@@ -369,6 +376,7 @@ def latency(bench: Bench, group: Group, *, rate: float) -> dict[str, Any]:
         "target_rate_per_s": round(rate, 1),
         "achieved_rate_per_s": round(achieved, 1),
         "publisher_threads": threads,
+        "warmup_events": warmup,
         "published": count,
         "matched": len(samples),
         "statuses": waited.statuses,
@@ -382,9 +390,10 @@ def latency(bench: Bench, group: Group, *, rate: float) -> dict[str, Any]:
             max_ms=round(max(samples), 1),
             min_ms=round(min(samples), 1),
         )
-    if not waited.complete or waited.succeeded != count:
+    if not waited.complete or waited.succeeded != warmup + count:
         bench.failures.append(
-            f"latency: {count - waited.succeeded} of {count} deliveries did not succeed ({waited.reason})"
+            f"latency: {warmup + count - waited.succeeded} of {warmup + count} deliveries did not succeed "
+            f"({waited.reason})"
         )
     if len(samples) != count:
         bench.failures.append(f"latency: only {len(samples)} of {count} deliveries found in the receiver's log")

@@ -23,3 +23,7 @@ class RedisCache(django_redis.RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = _PooledClient
+
+    def redis_client(self) -> Any:
+        """The client under the cache, for what the cache API cannot say (lists, scripts)."""
+        return self._cache.get_client(write=True)

@@ -305,6 +305,12 @@ WEBHOOKS_DRAIN_SECONDS = env.float("WEBHOOKS_DRAIN_SECONDS", default=1.0)
 # How many workers may deliver to one endpoint at once (PostgreSQL only): one customer's
 # outage holds at most this many worker slots.
 WEBHOOKS_ENDPOINT_CONCURRENCY = env.int("WEBHOOKS_ENDPOINT_CONCURRENCY", default=2)
+# A drain whose endpoint was drained within the last second waits this long for the next
+# publish before it lets go (Redis mark store only): a publish then rings it instead of
+# sending a message, and is delivered in milliseconds. At most WEBHOOKS_LINGER_THREADS
+# threads of a worker process wait so at once; 0 turns lingering off.
+WEBHOOKS_LINGER_SECONDS = env.float("WEBHOOKS_LINGER_SECONDS", default=0.25)
+WEBHOOKS_LINGER_THREADS = env.int("WEBHOOKS_LINGER_THREADS", default=8)
 # Above this many endpoints, a publish hands the wake-up messages to the workers.
 WEBHOOKS_FANOUT_CHUNK = env.int("WEBHOOKS_FANOUT_CHUNK", default=200)
 for _name in ("WEBHOOKS_BATCH_SIZE", "WEBHOOKS_ENDPOINT_CONCURRENCY", "WEBHOOKS_FANOUT_CHUNK"):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -19,6 +20,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 import clientflow_webhooks
+from clientflow_webhooks.cache import RedisCache
 from clientflow_webhooks.celery import app as celery_app
 from clientflow_webhooks.models import Workspace
 from endpoints import event_types as catalogue
@@ -198,14 +200,113 @@ def endpoints_wake(*, endpoint_ids: Sequence[int], at: datetime | None = None) -
         ]
         _send(WAKE_TASK, [([chunk], {"at": at.isoformat() if at else None}) for chunk in chunks], at)
         return
-    countdown = None
-    if at is not None:
-        countdown = max(0.0, (at - timezone.now()).total_seconds())
-    timeout = WAKE_MARK_SECONDS + (countdown or 0)
-    woken = [i for i in endpoint_ids if _marks("add", _wake_mark(i, at), 1, timeout, fallback=True)]
+    if at is None and (rung := _wake_or_ring(endpoint_ids)) is not None:
+        woken = rung
+    else:
+        countdown = None
+        if at is not None:
+            countdown = max(0.0, (at - timezone.now()).total_seconds())
+        timeout = WAKE_MARK_SECONDS + (countdown or 0)
+        woken = [i for i in endpoint_ids if _marks("add", _wake_mark(i, at), 1, timeout, fallback=True)]
     if not _send(DRAIN_TASK, [([i], {}) for i in woken], at):
         for i in woken:
             _marks("delete", _wake_mark(i, at), fallback=False)
+
+
+# --- the doorbell -----------------------------------------------------------------
+# A drain that has just emptied a busy endpoint may wait a moment for its next publish
+# (`_Doorbell`). It holds the endpoint's wake-up mark meanwhile, so a publish finds the
+# mark and rings the endpoint's bell (a one-item Redis list) instead of sending a
+# message: the waiting drain claims the new delivery at once, without a message, a
+# slot or a read of the endpoint. Redis mark store only.
+
+_RING = """
+local woken = {}
+for i = 1, #KEYS, 2 do
+  if redis.call('SET', KEYS[i], 1, 'NX', 'EX', ARGV[1]) then
+    woken[#woken + 1] = (i + 1) / 2
+  else
+    redis.call('LPUSH', KEYS[i + 1], 1)
+    redis.call('LTRIM', KEYS[i + 1], 0, 0)
+    redis.call('EXPIRE', KEYS[i + 1], ARGV[1])
+  end
+end
+return woken
+"""
+
+
+def _bell(endpoint_id: int) -> str:
+    return _mark("bell", endpoint_id)
+
+
+def _redis() -> tuple[RedisCache, Any] | None:
+    """The mark store and its Redis client, or None when it is not Redis."""
+    cache = caches["deliveries"]
+    return (cache, cache.redis_client()) if isinstance(cache, RedisCache) else None
+
+
+def _wake_or_ring(endpoint_ids: Sequence[int]) -> list[int] | None:
+    """Set the wake-up mark of each endpoint that has none and return those (they need a
+    message); ring the bell of the others, in one round trip. None: no Redis, or it failed."""
+    store = _redis()
+    if store is None:
+        return None
+    cache, client = store
+    keys = []
+    for i in endpoint_ids:
+        keys += [cache.make_key(_wake_mark(i, None)), cache.make_key(_bell(i))]
+    try:
+        positions = client.eval(_RING, len(keys), *keys, WAKE_MARK_SECONDS)
+    except Exception:
+        logger.warning("mark store unavailable: wake %s", list(endpoint_ids), exc_info=True)
+        return None
+    return [endpoint_ids[p - 1] for p in positions]
+
+
+# Threads of this process waiting at a doorbell, and when each endpoint was last drained
+# here: only an endpoint with steady traffic is worth waiting for.
+_lingering = threading.BoundedSemaphore(max(1, settings.WEBHOOKS_LINGER_THREADS))
+_drained_at: dict[int, float] = {}
+RECENT_SECONDS = 1.0
+
+
+class _Doorbell:
+    def __init__(self, *, endpoint_id: int) -> None:
+        self.endpoint_id = endpoint_id
+        last = _drained_at.get(endpoint_id)
+        self.store = _redis() if last is not None and time.monotonic() - last < RECENT_SECONDS else None
+        self.holding = False
+
+    def wait(self, *, until: float) -> bool:
+        """Wait for a publish to the endpoint until `until` (monotonic), at most
+        WEBHOOKS_LINGER_SECONDS. Returns whether one rang."""
+        seconds = min(settings.WEBHOOKS_LINGER_SECONDS, until - time.monotonic())
+        if self.store is None or seconds < 0.005 or not _lingering.acquire(blocking=False):
+            return False
+        cache, client = self.store
+        try:
+            if not self.holding:
+                # A queued wake-up already holds the mark: its drain takes over.
+                mark = cache.make_key(_wake_mark(self.endpoint_id, None))
+                self.holding = bool(client.set(mark, 1, nx=True, ex=round(settings.WEBHOOKS_LEASE_SECONDS)))
+                if not self.holding:
+                    return False
+            return client.blpop([cache.make_key(_bell(self.endpoint_id))], timeout=seconds) is not None
+        except Exception:
+            logger.warning("mark store unavailable: doorbell of endpoint %s", self.endpoint_id, exc_info=True)
+            self.store = None
+            return False
+        finally:
+            _lingering.release()
+
+    def close(self) -> None:
+        """Let go of the mark: publishes send messages again."""
+        if len(_drained_at) > 100_000:
+            _drained_at.clear()
+        _drained_at[self.endpoint_id] = time.monotonic()
+        if self.holding:
+            _marks("delete", _wake_mark(self.endpoint_id, None), fallback=False)
+            self.holding = False
 
 
 # The marks are hints that save messages and threads; the database decides. When their
@@ -317,9 +418,13 @@ def endpoint_drain(*, endpoint_id: int) -> int:
         logger.debug("endpoint %s: every slot is busy", endpoint_id)
         return 0
     drained = _Drained()
+    doorbell = _Doorbell(endpoint_id=endpoint_id)
     try:
-        drained = _drain(endpoint_id=endpoint_id)
+        drained = _drain(endpoint_id=endpoint_id, doorbell=doorbell)
     finally:
+        # Before the read of what is due: a publish that found the mark held rang the
+        # bell and sent no message, so the read must come after it.
+        doorbell.close()
         _slot_release(key=key)
         # After the release, so that a wake-up turned away meanwhile is not lost; and
         # whatever the drain did, so that each drain hands the endpoint on to the next.
@@ -351,7 +456,7 @@ def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool
     return cancelled
 
 
-def _drain(*, endpoint_id: int) -> _Drained:
+def _drain(*, endpoint_id: int, doorbell: _Doorbell) -> _Drained:
     stop_at = time.monotonic() + settings.WEBHOOKS_DRAIN_SECONDS
     drained = _Drained()
     endpoint = Endpoint.objects.filter(id=endpoint_id).only("id", "url", "enabled", "secret").first()
@@ -388,7 +493,10 @@ def _drain(*, endpoint_id: int) -> _Drained:
         if sent < len(batch):
             _deliveries_release(deliveries=batch[sent:], lease=lease)
             return drained
-        if len(batch) < settings.WEBHOOKS_BATCH_SIZE or time.monotonic() >= stop_at:
+        if time.monotonic() >= stop_at:
+            return drained
+        # Nothing more is due: wait a moment for the next publish, if the endpoint answers.
+        if len(batch) < settings.WEBHOOKS_BATCH_SIZE and not (drained.answered and doorbell.wait(until=stop_at)):
             return drained
 
 
@@ -598,17 +706,88 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result 
     )
 
 
-@transaction.atomic
+# PostgreSQL: a batch recorded in one statement, atomic without a transaction around it.
+# Every attempt is inserted; a delivery moves on only while our lease holds: if it ran
+# out and another worker claimed the delivery, that worker decides what happens next.
+_RECORD_SQL = """
+WITH attempts AS (
+    INSERT INTO {attempt} (delivery_id, number, started_at, duration_ms, request_headers, response_status,
+                           response_headers, response_body, error, outcome)
+    SELECT * FROM jsonb_to_recordset(%(attempts)s) AS a(
+        delivery_id uuid, number integer, started_at timestamptz, duration_ms integer, request_headers jsonb,
+        response_status smallint, response_headers jsonb, response_body text, error text, outcome text)
+)
+UPDATE {delivery} AS d
+SET status = u.status, last_status_code = u.last_status_code, last_error = u.last_error,
+    next_attempt_at = u.next_attempt_at, locked_until = NULL,
+    completed_at = CASE WHEN u.next_attempt_at IS NULL THEN %(now)s END
+FROM jsonb_to_recordset(%(updates)s) AS u(
+    id uuid, status text, last_status_code integer, last_error text, next_attempt_at timestamptz)
+WHERE d.id = u.id AND d.locked_until = %(lease)s
+"""
+
+
 def _attempts_record(*, results: Sequence[_Result], lease: datetime) -> int:
     """Record a batch's attempts and move their deliveries on, in a number of queries that
-    does not grow with the batch (two when every attempt got the same answer). An ended
-    delivery's `completed_at` is when its batch was recorded.
+    does not grow with the batch (one on PostgreSQL). An ended delivery's `completed_at` is
+    when its batch was recorded.
 
     A worker lost before this commits sends the batch again once its lease runs out (at
     least once; receivers deduplicate on X-ClientFlow-Delivery). Returns how many
     deliveries it moved on: those whose lease still held."""
     if not results:
         return 0
+    if connection.vendor == "postgresql":
+        kept = _attempts_record_sql(results=results, lease=lease)
+    else:
+        kept = _attempts_record_orm(results=results, lease=lease)
+    if kept < len(results):
+        logger.warning("%d of %d attempts finished after their lease ran out", len(results) - kept, len(results))
+    return kept
+
+
+def _attempts_record_sql(*, results: Sequence[_Result], lease: datetime) -> int:
+    attempts = [
+        {
+            "delivery_id": str(a.delivery_id),
+            "number": a.number,
+            "started_at": a.started_at.isoformat(),
+            "duration_ms": a.duration_ms,
+            "request_headers": a.request_headers,
+            "response_status": a.response_status,
+            "response_headers": a.response_headers,
+            "response_body": a.response_body,
+            "error": a.error,
+            "outcome": a.outcome,
+        }
+        for a in (r.attempt for r in results)
+    ]
+    updates = [
+        {
+            "id": str(r.attempt.delivery_id),
+            "status": r.update["status"],
+            "last_status_code": r.update["last_status_code"],
+            "last_error": r.update["last_error"],
+            "next_attempt_at": n.isoformat() if (n := r.update["next_attempt_at"]) else None,
+        }
+        for r in results
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_SQL.format(attempt=DeliveryAttempt._meta.db_table, delivery=Delivery._meta.db_table),
+            {
+                "attempts": _encode_json(attempts),
+                "updates": _encode_json(updates),
+                "now": timezone.now(),
+                "lease": lease,
+            },
+        )
+        return cursor.rowcount
+
+
+@transaction.atomic
+def _attempts_record_orm(*, results: Sequence[_Result], lease: datetime) -> int:
+    """The same on other databases (SQLite in development), in one transaction."""
     DeliveryAttempt.objects.bulk_create([r.attempt for r in results])
     recorded_at = timezone.now()
     kept = 0
@@ -621,8 +800,6 @@ def _attempts_record(*, results: Sequence[_Result], lease: datetime) -> int:
             endings.setdefault(key, []).append(r.attempt.delivery_id)
         else:
             retries[r.attempt.delivery_id] = r.update
-    # Only while our lease holds: if it ran out and another worker claimed a delivery,
-    # that worker decides what happens next.
     for (status, status_code, error), ids in endings.items():
         kept += Delivery.objects.filter(id__in=ids, locked_until=lease).update(
             status=status,
@@ -642,8 +819,6 @@ def _attempts_record(*, results: Sequence[_Result], lease: datetime) -> int:
                 if (field := Delivery._meta.get_field(name))
             },
         )
-    if kept < len(results):
-        logger.warning("%d of %d attempts finished after their lease ran out", len(results) - kept, len(results))
     return kept
 
 

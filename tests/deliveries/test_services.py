@@ -435,7 +435,7 @@ def test_an_event_body_over_the_limit_is_refused(workspace, make_endpoint, enque
 
 
 @responses.activate
-def test_a_batch_of_attempts_costs_three_queries_whatever_its_size(workspace, make_endpoint, enqueued, settings):
+def test_a_batch_of_attempts_costs_two_queries_whatever_its_size(workspace, make_endpoint, enqueued, settings):
     settings.WEBHOOKS_BATCH_SIZE = 5
     endpoint, _ = make_endpoint(url=URL)
     responses.post(URL, status=204)
@@ -450,10 +450,10 @@ def test_a_batch_of_attempts_costs_three_queries_whatever_its_size(workspace, ma
         return len([q for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))])
 
     one, twelve = queries_to_drain(1), queries_to_drain(12)
-    # Each batch of up to 5, however many attempts it holds: claim (one statement on
-    # PostgreSQL, a select and an update elsewhere), insert the attempts, update the
-    # deliveries. Twelve take two batches more than one.
-    per_batch = 3 if connection.vendor == "postgresql" else 4
+    # Each batch of up to 5, however many attempts it holds: the claim and the record, one
+    # statement each on PostgreSQL (elsewhere a select and an update, an insert and an
+    # update). Twelve take two batches more than one.
+    per_batch = 2 if connection.vendor == "postgresql" else 4
     assert twelve - one == 2 * per_batch
     assert one <= 5 + per_batch
     assert Delivery.objects.filter(status="succeeded").count() == 13
@@ -667,3 +667,100 @@ def test_a_large_fan_out_is_written_by_copy_with_the_same_rows(
         assert delivery.next_attempt_at == delivery.event.created_at
         assert (delivery.locked_until, delivery.completed_at, delivery.last_error) == (None, None, "")
     assert enqueued == [([e.id for e in endpoints], None)]
+
+
+# --- the doorbell: a busy endpoint's drain waits for the next publish ------------------
+
+
+@pytest.fixture
+def doorbell(settings):
+    """The Redis mark store the doorbell needs, and a fresh memory of recent drains."""
+    from clientflow_webhooks.cache import RedisCache
+    from tests.conftest import skip_or_fail
+
+    if not isinstance(caches["deliveries"], RedisCache):
+        skip_or_fail("the doorbell needs the Redis mark store (CELERY_BROKER_URL=redis://…)")
+    services._drained_at.clear()
+    yield
+    services._drained_at.clear()
+
+
+def _drain_in_thread(endpoint_id):
+    """endpoint_drain on a worker thread of its own; returns (thread, result holder)."""
+    import threading
+
+    from django.db import connection as thread_connection
+
+    made: list[int] = []
+
+    def run():
+        try:
+            made.append(services.endpoint_drain(endpoint_id=endpoint_id))
+        finally:
+            thread_connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, made
+
+
+def _wait_for(condition, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.django_db(transaction=True)
+@responses.activate
+def test_a_busy_endpoints_drain_waits_at_its_doorbell_and_a_publish_rings_it(
+    workspace, make_endpoint, sent, settings, doorbell
+):
+    settings.WEBHOOKS_LINGER_SECONDS = 2
+    settings.WEBHOOKS_DRAIN_SECONDS = 30
+    endpoint, _ = make_endpoint(url=URL)
+    responses.post(URL, status=204)
+    mark = services._wake_mark(endpoint.id, None)
+    publish(workspace)
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 1  # drained now: it counts as busy
+    second = publish(workspace).deliveries.get()
+    assert sent == [(services.DRAIN_TASK, endpoint.id)] * 2  # nobody waits yet: messages
+    sent.clear()
+
+    thread, made = _drain_in_thread(endpoint.id)
+    # The second delivery sent, the drain holds the wake-up mark and waits at the bell.
+    _wait_for(lambda: Delivery.objects.get(id=second.id).status == "succeeded" and caches["deliveries"].get(mark))
+    third = publish(workspace).deliveries.get()
+    thread.join(timeout=20)
+
+    assert not thread.is_alive()
+    assert made == [2]  # the second and the third, in one drain
+    assert Delivery.objects.get(id=third.id).status == "succeeded"
+    assert sent == []  # the publish rang; it sent no message
+    assert caches["deliveries"].get(mark) is None  # let go: the next publish sends one again
+    publish(workspace)
+    assert sent == [(services.DRAIN_TASK, endpoint.id)]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("case", ["not drained lately", "does not answer"])
+@responses.activate
+def test_only_a_busy_endpoint_that_answers_is_waited_for(case, workspace, make_endpoint, sent, settings, doorbell):
+    import time
+
+    settings.WEBHOOKS_LINGER_SECONDS = 30
+    settings.WEBHOOKS_DRAIN_SECONDS = 60
+    endpoint, _ = make_endpoint(url=URL)
+    if case == "does not answer":
+        responses.post(URL, body=requests.exceptions.ConnectTimeout("timed out"))
+        services._drained_at[endpoint.id] = time.monotonic()
+    else:
+        responses.post(URL, status=204)
+    publish(workspace)
+
+    started = time.monotonic()
+    assert services.endpoint_drain(endpoint_id=endpoint.id) == 1
+    assert time.monotonic() - started < 10  # it did not wait the 30 s at the bell
+    assert caches["deliveries"].get(services._wake_mark(endpoint.id, None)) is None
