@@ -15,6 +15,13 @@ class Endpoint(models.Model):
     # Shown once at creation or rotation; never returned by any read. Encrypted at rest.
     secret = EncryptedTextField()
     enabled = models.BooleanField(default=True)
+    # Why it was disabled, when the system did it (auto-disable of a dead endpoint): shown
+    # on the pages and in the API; cleared when it is enabled again.
+    disabled_reason = models.TextField(blank=True)
+    disabled_automatically_at = models.DateTimeField(null=True, blank=True)
+    # When the workspace was last emailed that this endpoint produces dead letters (at
+    # most once a day).
+    dead_letter_notified_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
