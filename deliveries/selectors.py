@@ -137,11 +137,6 @@ def pipeline_figures(*, now: datetime) -> PipelineFigures:
     )
 
 
-# A delivery ends within seconds of its creation unless workers fall far behind: how much
-# earlier than a period a delivery that ended in it may have been created (replays aside).
-CREATED_BEFORE_ENDED = timedelta(days=1)
-
-
 @dataclass(frozen=True)
 class FailingEndpoint:
     endpoint_id: int
@@ -151,35 +146,37 @@ class FailingEndpoint:
 
 def endpoints_failing(*, now: datetime, period: timedelta, minimum: int) -> list[FailingEndpoint]:
     """Enabled endpoints whose deliveries have all ended as dead letters for `period` up to
-    `now`, with at least `minimum` dead letters in it (auto-disable):
+    `now` (auto-disable). Of the deliveries made to the endpoint in the period:
 
-    - at least `minimum` of its deliveries ended as dead letters in the period,
-    - none succeeded in it (a replayed one included),
-    - and it was failing already when the period began: of its deliveries created before
-      then, the last one that ended is a dead letter. (A new endpoint, or one that had no
-      deliveries before, has not been failing for the whole period.)
+    - none succeeded (nor did a dead letter replayed in the period),
+    - at least `minimum` ended as dead letters (pending ones have not ended yet),
+    - and the last delivery made before it (or as it began) that has ended is a dead letter: it
+      was failing already when the period began. (A new endpoint, or one with no earlier
+      deliveries, has not been failing for the whole period.)
 
-    The first condition is one range of the dead-letter index; the others are a few
-    indexed queries per endpoint it finds.
+    Candidates come from one range of the dead-letter index; each is then judged with a few
+    queries on its own deliveries of the period (the index delivery_endpoint_created).
     """
     since = now - period
-    counts = (
-        Delivery.objects.filter(
-            status__in=Delivery.DEAD_LETTER_STATUSES, completed_at__gte=since, completed_at__lte=now
-        )
+    candidates = (
+        Delivery.objects.filter(status__in=Delivery.DEAD_LETTER_STATUSES, completed_at__gte=since)
         .filter(endpoint__enabled=True)
         .values("endpoint_id")
         .annotate(n=Count("id"))
         .filter(n__gte=minimum)
         .order_by("endpoint_id")
-        .values_list("endpoint_id", "n")
+        .values_list("endpoint_id", flat=True)
     )
     failing = []
-    for endpoint_id, dead_letters in counts:
+    for endpoint_id in candidates:
         mine = Delivery.objects.filter(endpoint_id=endpoint_id)
-        recent = mine.filter(created_at__gte=since - CREATED_BEFORE_ENDED)
-        succeeded = Q(status=Delivery.Status.SUCCEEDED, completed_at__gte=since)
-        if recent.filter(succeeded).exists() or mine.filter(succeeded, replays__created_at__gte=since).exists():
+        made = mine.filter(created_at__gte=since, created_at__lte=now)
+        figures = made.aggregate(
+            succeeded=Count("id", filter=Q(status=Delivery.Status.SUCCEEDED)),
+            dead_letters=Count("id", filter=Q(status__in=Delivery.DEAD_LETTER_STATUSES)),
+        )
+        replayed_and_delivered = mine.filter(status=Delivery.Status.SUCCEEDED, replays__created_at__gte=since)
+        if figures["succeeded"] or figures["dead_letters"] < minimum or replayed_and_delivered.exists():
             continue
         before = (
             mine.filter(created_at__lte=since, status__in=Delivery.ENDED_STATUSES)
@@ -190,12 +187,14 @@ def endpoints_failing(*, now: datetime, period: timedelta, minimum: int) -> list
         if before not in Delivery.DEAD_LETTER_STATUSES:
             continue
         last_error = (
-            recent.filter(status__in=Delivery.DEAD_LETTER_STATUSES, completed_at__gte=since)
+            made.filter(status__in=Delivery.DEAD_LETTER_STATUSES)
             .order_by("-created_at")
             .values_list("last_error", flat=True)
             .first()
         )
-        failing.append(FailingEndpoint(endpoint_id=endpoint_id, dead_letters=dead_letters, last_error=last_error or ""))
+        failing.append(
+            FailingEndpoint(endpoint_id=endpoint_id, dead_letters=figures["dead_letters"], last_error=last_error or "")
+        )
     return failing
 
 
