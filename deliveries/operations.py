@@ -60,7 +60,7 @@ def _auto_disable(*, failing: selectors.FailingEndpoint, now: datetime, period: 
     since = now - period
     reason = (
         f"Every delivery for {settings.WEBHOOKS_AUTO_DISABLE_DAYS:g} days ended as a dead letter: "
-        f"{failing.dead_letters} since {since:%Y-%m-%d %H:%M} UTC"
+        f"{failing.dead_letters} of them since {since:%Y-%m-%d %H:%M} UTC"
         + (f", the last one because of {failing.last_error}." if failing.last_error else ".")
     )
     endpoint_disable(endpoint=endpoint, reason=reason, automatically=True)

@@ -126,7 +126,7 @@ def test_auto_disable_fires_at_the_threshold_and_not_before(
     assert not endpoint.enabled
     assert endpoint.disabled_automatically_at == at
     assert endpoint.disabled_reason == (
-        "Every delivery for 5 days ended as a dead letter: 11 since 2026-03-02 12:00 UTC, "
+        "Every delivery for 5 days ended as a dead letter: 11 of them since 2026-03-02 12:00 UTC, "
         "the last one because of connection error: refused."
     )
     assert endpoint.secret == secret

@@ -20,7 +20,7 @@ from tests.deliveries.test_operations import endpoint_at, made
 NOW = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
 API = "/api/v1/workspaces/acme/endpoints/"
 PAGES = "/workspaces/acme/settings/webhooks/"
-REASON = "Every delivery for 5 days ended as a dead letter: 12 since 2026-05-05 12:00 UTC."
+REASON = "Every delivery for 5 days ended as a dead letter: 12 of them since 2026-05-05 12:00 UTC."
 
 
 @pytest.fixture(autouse=True)
