@@ -64,32 +64,33 @@ RETENTION_DELETED = Counter(
 )
 
 # The reason classes each outcome can have (`policy.reason_class`): the series exist from the
-# start at 0, so that a rate or an alert does not wait for the first such attempt.
+# start at 0, so that a rate or an alert does not wait for the first such attempt. Their
+# children are kept: looking one up by its labels costs more than counting.
 REASONS = {
     Outcome.SUCCESS: ("http_2xx",),
     Outcome.TRANSIENT: ("http_1xx", "http_3xx", "http_4xx", "http_5xx", "timeout", "connection", "tls", "error"),
     Outcome.PERMANENT: ("http_4xx", "blocked"),
 }
-for _outcome, _reasons in REASONS.items():
-    ATTEMPT_SECONDS.labels(outcome=_outcome.value)
-    for _reason in _reasons:
-        ATTEMPTS.labels(outcome=_outcome.value, reason=_reason)
-for _status in (*Delivery.ENDED_STATUSES, Delivery.Status.CANCELLED):
-    DELIVERIES_ENDED.labels(status=_status.value)
+_attempts = {(o.value, r): ATTEMPTS.labels(outcome=o.value, reason=r) for o in REASONS for r in REASONS[o]}
+_seconds = {o.value: ATTEMPT_SECONDS.labels(outcome=o.value) for o in REASONS}
+ENDINGS = (*Delivery.ENDED_STATUSES, Delivery.Status.CANCELLED)
+_ended = {s.value: DELIVERIES_ENDED.labels(status=s.value) for s in ENDINGS}
 for _table in ("deliveries", "events"):
     RETENTION_DELETED.labels(table=_table)
 
 
 def attempt_observed(*, outcome: str, reason: str, seconds: float) -> None:
     """Count one attempt whose outcome is known."""
-    ATTEMPTS.labels(outcome=str(outcome), reason=reason).inc()
-    ATTEMPT_SECONDS.labels(outcome=str(outcome)).observe(seconds)
+    outcome = str(outcome)
+    (_attempts.get((outcome, reason)) or ATTEMPTS.labels(outcome=outcome, reason=reason)).inc()
+    (_seconds.get(outcome) or ATTEMPT_SECONDS.labels(outcome=outcome)).observe(seconds)
 
 
 def deliveries_ended(*, status: str, count: int = 1) -> None:
     """Count deliveries that ended with `status`."""
     if count:
-        DELIVERIES_ENDED.labels(status=str(status)).inc(count)
+        status = str(status)
+        (_ended.get(status) or DELIVERIES_ENDED.labels(status=status)).inc(count)
 
 
 # A scrape must answer even when the database is slow: its figures are skipped instead.
