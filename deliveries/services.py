@@ -26,7 +26,7 @@ from clientflow_webhooks.models import Workspace
 from endpoints import event_types as catalogue
 from endpoints.addresses import allowed_private_networks
 from endpoints.models import Endpoint
-from endpoints.selectors import endpoints_subscribed
+from endpoints.selectors import endpoint_ids_subscribed
 
 from . import policy, selectors, transport
 from .models import Delivery, DeliveryAttempt, DeliveryReplay, Event
@@ -109,11 +109,13 @@ def events_publish(*, workspace: Workspace, event_type: str, data_list: Sequence
         else:
             message = f"Unknown event type: {event_type}."
         raise ValidationError({"event_type": [message]})
-    events = Event.objects.bulk_create(
-        [_event_build(workspace=workspace, event_type=event_type, data=data) for data in data_list]
-    )
-    endpoint_ids = list(endpoints_subscribed(workspace=workspace, event_type=event_type).values_list("id", flat=True))
-    _deliveries_insert(events=events, endpoint_ids=endpoint_ids)
+    events = [_event_build(workspace=workspace, event_type=event_type, data=data) for data in data_list]
+    endpoint_ids = endpoint_ids_subscribed(workspace=workspace, event_type=event_type)
+    if connection.vendor == "postgresql" and len(events) * len(endpoint_ids) < COPY_THRESHOLD:
+        _events_insert_sql(workspace=workspace, event_type=event_type, events=events, endpoint_ids=endpoint_ids)
+    else:
+        Event.objects.bulk_create(events)
+        _deliveries_insert(events=events, endpoint_ids=endpoint_ids)
     if endpoint_ids:
         transaction.on_commit(lambda: endpoints_wake(endpoint_ids=endpoint_ids), robust=True)
     for event in events:
@@ -124,6 +126,42 @@ def events_publish(*, workspace: Workspace, event_type: str, data_list: Sequence
 # Above this many rows PostgreSQL's COPY writes them: 10,000 deliveries take about a
 # tenth of what bulk_create's compiled INSERT does (docs/performance.md).
 COPY_THRESHOLD = 1000
+
+
+# PostgreSQL: the events and their deliveries in one statement, for the usual publish.
+_PUBLISH_SQL = """
+WITH events AS (
+    INSERT INTO {event} (id, workspace_id, type, data, payload, created_at)
+    SELECT e.id, %(workspace)s, %(type)s, e.data, e.payload, e.created_at
+    FROM jsonb_to_recordset(%(events)s) AS e(id text, data jsonb, payload text, created_at timestamptz)
+    RETURNING id, created_at
+)
+INSERT INTO {delivery} (id, event_id, endpoint_id, status, attempt_count, attempts_before_replay,
+                        next_attempt_at, last_error, created_at)
+SELECT gen_random_uuid(), ev.id, en.id, %(pending)s, 0, 0, ev.created_at, '', %(now)s
+FROM events ev CROSS JOIN unnest(%(endpoints)s::bigint[]) AS en(id)
+"""
+
+
+def _events_insert_sql(
+    *, workspace: Workspace, event_type: str, events: Sequence[Event], endpoint_ids: Sequence[int]
+) -> None:
+    rows = [{"id": e.id, "data": e.data, "payload": e.payload, "created_at": e.created_at.isoformat()} for e in events]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PUBLISH_SQL.format(event=Event._meta.db_table, delivery=Delivery._meta.db_table),
+            {
+                "workspace": workspace.id,
+                "type": event_type,
+                "events": _encode_json(rows),
+                "pending": Delivery.Status.PENDING,
+                "now": timezone.now(),
+                "endpoints": list(endpoint_ids),
+            },
+        )
+    for event in events:  # as saved by the ORM
+        event._state.adding = False
+        event._state.db = connection.alias
 
 
 def _deliveries_insert(*, events: Sequence[Event], endpoint_ids: Sequence[int]) -> None:
@@ -400,6 +438,25 @@ class _Drained:
     answered: bool | None = None
 
 
+def _drain_begins(*, endpoint_id: int) -> bool:
+    """Take down the endpoint's wake-up mark, so that publishes from now on wake it again,
+    and tell whether it answers lately (slow start): one round trip with Redis."""
+    wake, answering = _wake_mark(endpoint_id, None), _answering_mark(endpoint_id)
+    store = _redis()
+    if store is None:
+        _marks("delete", wake, fallback=False)
+        return _marks("get", answering, fallback=None) is not None
+    cache, client = store
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.delete(cache.make_key(wake))
+            pipe.get(cache.make_key(answering))
+            return pipe.execute()[1] is not None
+    except Exception:
+        logger.warning("mark store unavailable: drain of endpoint %s", endpoint_id, exc_info=True)
+        return False
+
+
 def endpoint_drain(*, endpoint_id: int) -> int:
     """Make the due attempts of one endpoint, in batches, for at most
     WEBHOOKS_DRAIN_SECONDS (plus the attempt under way), then wake the endpoint again for
@@ -410,8 +467,7 @@ def endpoint_drain(*, endpoint_id: int) -> int:
     worker thread. Call it outside any transaction: leases must be visible to other
     workers at once.
     """
-    _marks("delete", _wake_mark(endpoint_id, None), fallback=False)  # publishes from now on wake it again
-    answering = _marks("get", _answering_mark(endpoint_id), fallback=None) is not None
+    answering = _drain_begins(endpoint_id=endpoint_id)
     key = _slot_take(endpoint_id=endpoint_id, slots=settings.WEBHOOKS_ENDPOINT_CONCURRENCY if answering else 1)
     if key is None:
         # Every slot is busy. Whoever holds one reads what is due after releasing it.
@@ -456,10 +512,31 @@ def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool
     return cancelled
 
 
+_ENDPOINT_SQL = "SELECT {columns} FROM {endpoint} WHERE id = %s"
+
+
+def _endpoint_read(*, endpoint_id: int) -> Endpoint | None:
+    """The endpoint as a drain needs it, in one plain statement: every drain reads it, and
+    compiling the ORM query cost more than running it."""
+    fields = [Endpoint._meta.get_field(name) for name in ("workspace", "url", "enabled", "secret")]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(_ENDPOINT_SQL.format(columns=columns, endpoint=Endpoint._meta.db_table), [endpoint_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # The database's values made Python's: the secret decrypted, SQLite's 0/1 a bool.
+    values = {
+        f.attname: f.to_python(f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v)
+        for f, v in zip(fields, row, strict=True)
+    }
+    return Endpoint(id=endpoint_id, **values)
+
+
 def _drain(*, endpoint_id: int, doorbell: _Doorbell) -> _Drained:
     stop_at = time.monotonic() + settings.WEBHOOKS_DRAIN_SECONDS
     drained = _Drained()
-    endpoint = Endpoint.objects.filter(id=endpoint_id).only("id", "url", "enabled", "secret").first()
+    endpoint = _endpoint_read(endpoint_id=endpoint_id)
     if endpoint is None:
         return drained  # deleting an endpoint cancels its pending deliveries
     if not endpoint.enabled:
