@@ -65,10 +65,15 @@ def _event_build(*, workspace: Workspace, event_type: str, data: dict[str, Any])
         raise ValidationError({"data": [f"Event data is not JSON-serialisable: {exc}"]}) from None
     if _has_nul(data):
         raise ValidationError({"data": ["Event data must not contain the NUL character (\\u0000)."]})
+    parsed = json.loads(encoded_data)  # what the receiver gets: tuples are arrays, keys are strings
+    if settings.WEBHOOKS_VALIDATE_EVENT_DATA and (
+        problems := catalogue.data_errors(event_type=event_type, data=parsed)
+    ):
+        raise ValidationError({"data": problems})
     # Milliseconds, so that the stored time and the one in the body are the same.
     now = timezone.now()
     created_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
-    event = Event(workspace=workspace, type=event_type, data=json.loads(encoded_data), created_at=created_at)
+    event = Event(workspace=workspace, type=event_type, data=parsed, created_at=created_at)
     # Built by hand so that `data` keeps the caller's key order in the signed bytes.
     event.payload = (
         f'{{"id":{_encode_json(event.id)},"type":{_encode_json(event_type)},'
@@ -153,7 +158,7 @@ def send_test_event(*, endpoint: Endpoint) -> Delivery:
     event = _event_build(
         workspace=endpoint.workspace,
         event_type=catalogue.TEST_EVENT.name,
-        data={"message": "This is a test event from ClientFlow.", "endpoint_id": endpoint.id},
+        data={**catalogue.TEST_EVENT.example, "endpoint_id": endpoint.id},
     )
     event.save(force_insert=True)
     delivery = Delivery.objects.create(event=event, endpoint=endpoint, next_attempt_at=event.created_at)

@@ -43,8 +43,8 @@ class EventTypeListApi(APIView):
     @extend_schema(
         operation_id="event_types_list",
         responses={200: EventTypeOutput(many=True), 401: ERRORS_READ[401], 406: ERRORS_READ[406]},
-        description="The event types an endpoint can subscribe to. Public: no credentials needed "
-        "(a token that is sent must be valid).",
+        description="The event types an endpoint can subscribe to, each with the JSON Schema of its `data` "
+        "and an example. Public, like the receiving docs: no credentials needed (a token that is sent must be valid).",
     )
     def get(self, request: Request) -> Response:
         return Response(EventTypeOutput(catalogue.SUBSCRIBABLE, many=True).data)

@@ -33,6 +33,8 @@ class EventTypeOutput(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField()
     group = serializers.CharField()
+    schema = serializers.DictField(help_text="The JSON Schema (draft 2020-12) of the event's `data`.")
+    example = serializers.DictField(help_text="An example `data`, valid against `schema`.")
 
 
 class EndpointInput(serializers.Serializer):

@@ -7,7 +7,7 @@ from clientflow_webhooks.models import Membership, Workspace
 from deliveries.models import Delivery, DeliveryAttempt
 from deliveries.services import event_publish
 from endpoints.models import Endpoint
-from tests.conftest import make_user
+from tests.conftest import example, make_user
 
 BASE = "/workspaces/acme/settings/webhooks/"
 GOOD = {"url": "https://hooks.example.com/in", "description": "CRM", "event_types": ["invoice.paid", "task.created"]}
@@ -116,7 +116,7 @@ def test_edit_keeps_the_secret_and_delete_keeps_the_history(browser_client, work
     browser_client.post(f"{BASE}{endpoint.id}/edit/", {**GOOD, "url": "https://new.example.com/in"})
     assert Endpoint.objects.get().url == "https://new.example.com/in"
     assert Endpoint.objects.get().secret == endpoint.secret
-    event_publish(workspace=workspace, event_type="invoice.paid", data={})
+    event_publish(workspace=workspace, event_type="invoice.paid", data=example("invoice.paid"))
     browser_client.post(f"{BASE}{endpoint.id}/delete/")
     assert not Endpoint.objects.exists()
     assert Delivery.objects.get().endpoint is None
@@ -124,7 +124,9 @@ def test_edit_keeps_the_secret_and_delete_keeps_the_history(browser_client, work
 
 def test_delivery_page_shows_payload_and_attempts(browser_client, workspace):
     create(browser_client)
-    delivery = event_publish(workspace=workspace, event_type="invoice.paid", data={"invoice": "inv_7"}).deliveries.get()
+    delivery = event_publish(
+        workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id="inv_7")
+    ).deliveries.get()
     DeliveryAttempt.objects.create(
         delivery=delivery,
         number=1,
@@ -165,7 +167,9 @@ def test_outsiders_get_404_everywhere(client, workspace):
     client.force_login(owner)
     create(client)
     endpoint = Endpoint.objects.get()
-    delivery = event_publish(workspace=workspace, event_type="invoice.paid", data={}).deliveries.get()
+    delivery = event_publish(
+        workspace=workspace, event_type="invoice.paid", data=example("invoice.paid")
+    ).deliveries.get()
     other = Workspace.objects.create(slug="beta", name="Beta")
     client.force_login(make_user("bob", other, Membership.Role.OWNER))
     paths = ["", "new/", f"deliveries/{delivery.id}/"] + [
@@ -227,7 +231,9 @@ def test_deliveries_table_paginates_and_odd_parameters_are_harmless(browser_clie
     create(browser_client)
     endpoint = Endpoint.objects.get()
     for n in range(25):
-        event_publish(workspace=workspace, event_type="invoice.paid", data={"n": n})
+        event_publish(
+            workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id=f"inv_{n}")
+        )
     first = browser_client.get(f"{BASE}{endpoint.id}/")
     assert len(first.context["page"].object_list) == 20
     assert "Page 1 of 2" in first.content.decode()
@@ -248,7 +254,9 @@ def test_success_rate_never_rounds_up_to_100(browser_client, workspace):
     create(browser_client)
     endpoint = Endpoint.objects.get()
     for n in range(200):
-        event_publish(workspace=workspace, event_type="invoice.paid", data={"n": n})
+        event_publish(
+            workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id=f"inv_{n}")
+        )
     Delivery.objects.update(status="succeeded")
     Delivery.objects.filter(id=Delivery.objects.first().id).update(status="exhausted")
     assert "99.5 %" in browser_client.get(f"{BASE}{endpoint.id}/").content.decode()
