@@ -279,3 +279,64 @@ def test_the_waiting_secret_is_encrypted_in_the_session(browser_client):
     stored = Session.objects.get().session_data
     assert endpoint.secret not in stored
     assert endpoint.secret not in str(Session.objects.get().get_decoded())
+
+
+def test_rotate_offers_the_overlap_with_24_hours_chosen(browser_client):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    page = browser_client.get(f"{BASE}{endpoint.id}/rotate-secret/").content.decode()
+    for value, label in [("0", "None"), ("1", "1 hour"), ("24", "24 hours"), ("168", "7 days")]:
+        assert f'value="{value}"' in page and label in page
+    assert '<input type="radio" name="overlap_hours" value="24" id="id_overlap_hours_2" checked>' in page
+    assert page.count(" checked>") == 1
+    assert Endpoint.objects.get().secret == endpoint.secret  # a GET changes nothing
+
+
+def test_rotate_with_an_overlap_shows_when_it_ends_and_it_can_be_ended_early(browser_client):
+    create(browser_client)
+    old = Endpoint.objects.get()
+    response = browser_client.post(f"{BASE}{old.id}/rotate-secret/", {"overlap_hours": "168"})
+    rotated = Endpoint.objects.get()
+    ends = rotated.previous_secret_expires_at.strftime("%Y-%m-%d %H:%M")
+    secret_page = browser_client.get(response["Location"]).content.decode()
+    assert rotated.secret in secret_page and old.secret not in secret_page
+    assert "Until <time" in secret_page and ends in secret_page
+    detail = browser_client.get(f"{BASE}{old.id}/").content.decode()
+    assert "Overlap: the previous secret also signs deliveries until" in detail and ends in detail
+    assert f'href="{BASE}{old.id}/end-overlap/"' in detail
+
+    confirm = browser_client.get(f"{BASE}{old.id}/end-overlap/").content.decode()
+    assert "End the overlap now?" in confirm
+    assert Endpoint.objects.get().previous_secret is not None  # a GET changes nothing
+    ended = browser_client.post(f"{BASE}{old.id}/end-overlap/", follow=True).content.decode()
+    assert "Overlap ended: deliveries are signed with the current secret only." in ended
+    assert "Overlap:" not in ended
+    assert Endpoint.objects.get().secrets_valid(at=timezone.now()) == [rotated.secret]
+    again = browser_client.post(f"{BASE}{old.id}/end-overlap/", follow=True).content.decode()
+    assert "There was no overlap to end." in again
+
+
+@pytest.mark.parametrize("overlap", ["5", "-1", "a day", "169"])
+def test_a_bad_overlap_is_a_form_error_and_changes_nothing(browser_client, overlap):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    response = browser_client.post(f"{BASE}{endpoint.id}/rotate-secret/", {"overlap_hours": overlap})
+    assert response.status_code == 200
+    assert "Select a valid choice." in response.content.decode()
+    stored = Endpoint.objects.get()
+    assert (stored.secret, stored.previous_secret) == (endpoint.secret, None)
+
+
+def test_members_get_403_for_rotating_and_ending_an_overlap(client, workspace, make_endpoint):
+    from endpoints.services import endpoint_rotate_secret
+
+    endpoint, _ = make_endpoint()
+    endpoint_rotate_secret(endpoint=endpoint)
+    client.force_login(make_user("mia", workspace, Membership.Role.MEMBER))
+    detail = client.get(f"{BASE}{endpoint.id}/").content.decode()
+    assert "Overlap: the previous secret also signs deliveries until" in detail
+    assert "end-overlap/" not in detail
+    for action in ("rotate-secret/", "end-overlap/"):
+        assert client.get(f"{BASE}{endpoint.id}/{action}").status_code == 403
+        assert client.post(f"{BASE}{endpoint.id}/{action}").status_code == 403
+    assert Endpoint.objects.get().previous_secret_expires_at is not None
