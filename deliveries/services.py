@@ -28,7 +28,7 @@ from endpoints.selectors import endpoints_subscribed
 
 from . import policy, selectors, transport
 from .models import Delivery, DeliveryAttempt, DeliveryReplay, Event
-from .signing import signature_header
+from .signing import SigningSecrets, redacted
 
 logger = logging.getLogger(__name__)
 
@@ -359,12 +359,12 @@ def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool
 def _drain(*, endpoint_id: int) -> _Drained:
     stop_at = time.monotonic() + settings.WEBHOOKS_DRAIN_SECONDS
     drained = _Drained()
-    endpoint = Endpoint.objects.filter(id=endpoint_id).only("id", "url", "enabled", "secret").first()
+    endpoint = Endpoint.objects.filter(id=endpoint_id).only("id", "url", "enabled", *SIGNING_FIELDS).first()
     if endpoint is None:
         return drained  # deleting an endpoint cancels its pending deliveries
     if not endpoint.enabled:
         deliveries_cancel(endpoint=endpoint, reason=DISABLED, keep_test_events=True)
-    secret = endpoint.secret  # decrypted once for the whole drain
+    secrets = SigningSecrets.of(endpoint, at=timezone.now())  # decrypted once for the whole drain
     while True:
         lease, batch = _deliveries_claim(endpoint=endpoint)
         results: list[_Result] = []
@@ -375,7 +375,7 @@ def _drain(*, endpoint_id: int) -> _Drained:
                 break
             sent += 1
             try:
-                if result := _attempt(delivery=delivery, endpoint=endpoint, secret=secret):
+                if result := _attempt(delivery=delivery, endpoint=endpoint, secrets=secrets):
                     results.append(result)
                     if retry_at := result.update["next_attempt_at"]:
                         # The batch must be recorded (and its lease let go) before the retry
@@ -496,23 +496,20 @@ def _delivery_end(*, delivery: Delivery, status: str, error: str, attempted: boo
     logger.info("delivery %s %s: %s", delivery.id, status, error)
 
 
-def request_headers(*, delivery: Delivery, body: bytes, secret: str) -> dict[str, str]:
+# What a drain reads of its endpoint to sign: the secrets and the overlap's end.
+SIGNING_FIELDS = ("secret", "previous_secret", "previous_secret_expires_at")
+
+
+def request_headers(*, delivery: Delivery, body: bytes, secrets: SigningSecrets) -> dict[str, str]:
+    """The headers of an attempt, signed now: webhook-id is the event's id, the same on
+    every attempt and every endpoint, for receivers to deduplicate on."""
     return {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "X-ClientFlow-Event": delivery.event.type,
         "X-ClientFlow-Delivery": str(delivery.id),
-        "X-ClientFlow-Signature": signature_header(secret=secret, body=body),
+        **secrets.headers(msg_id=delivery.event.id, body=body, at=timezone.now()),
     }
-
-
-def _redacted(headers: dict[str, str]) -> dict[str, str]:
-    """The request headers as kept for history: the signature cut short, so that nobody
-    who can read attempts (members, support, a dump) holds a request they could replay."""
-    kept = dict(headers)
-    if signature := kept.get("X-ClientFlow-Signature"):
-        kept["X-ClientFlow-Signature"] = f"{signature[:15]}…"
-    return kept
 
 
 def max_attempts() -> int:
@@ -527,7 +524,7 @@ class _Result:
     update: dict[str, Any]
 
 
-def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result | None:
+def _attempt(*, delivery: Delivery, endpoint: Endpoint, secrets: SigningSecrets) -> _Result | None:
     """Make the attempt of a claimed delivery: succeeded, failed (permanent 4xx),
     scheduled for a retry, or exhausted. Returns None if no attempt was made."""
     if not endpoint.enabled and delivery.event.type != catalogue.TEST_EVENT.name:
@@ -549,7 +546,7 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result 
     result = transport.post(
         url=endpoint.url,
         body=body,
-        headers=request_headers(delivery=delivery, body=body, secret=secret),
+        headers=request_headers(delivery=delivery, body=body, secrets=secrets),
         timeout=settings.WEBHOOKS_TIMEOUT,
         ca_file=settings.WEBHOOKS_CA_BUNDLE,
         body_limit=settings.WEBHOOKS_RESPONSE_BODY_LIMIT,
@@ -587,7 +584,7 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result 
             number=number,
             started_at=result.started_at,
             duration_ms=result.duration_ms,
-            request_headers=_redacted(result.request_headers),
+            request_headers=redacted(result.request_headers),
             response_status=result.status_code,
             response_headers=result.response_headers,
             response_body=result.response_body,

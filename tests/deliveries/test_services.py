@@ -1,4 +1,5 @@
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
 
 from deliveries import selectors, services
 from deliveries.models import Delivery, DeliveryAttempt, Event
@@ -192,14 +194,19 @@ def test_successful_attempt_sends_signed_body_and_headers(workspace, make_endpoi
     assert sent.headers["X-ClientFlow-Event"] == "invoice.paid"
     assert sent.headers["X-ClientFlow-Delivery"] == str(delivery.id)
     assert sent.headers["X-ClientFlow-Signature"] == signature_header(secret=secret, body=sent.body)
+    assert sent.headers["webhook-id"] == event.id
+    assert abs(int(sent.headers["webhook-timestamp"]) - time.time()) < 5
+    assert sent.headers["X-ClientFlow-Timestamp"] == sent.headers["webhook-timestamp"]
+    assert Webhook(secret).verify(sent.body, dict(sent.headers)) == json.loads(event.payload)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempt_count, delivery.last_status_code) == ("succeeded", 1, 204)
     assert delivery.locked_until is None and delivery.completed_at is not None
     assert attempt.outcome == "success" and attempt.number == 1
     assert attempt.request_headers["X-ClientFlow-Delivery"] == str(delivery.id)
     assert secret not in json.dumps(attempt.request_headers)
-    stored = attempt.request_headers["X-ClientFlow-Signature"]
-    assert stored.endswith("…") and stored != sent.headers["X-ClientFlow-Signature"]
+    for name in ("X-ClientFlow-Signature", "webhook-signature"):
+        stored = attempt.request_headers[name]
+        assert stored.endswith("…") and stored != sent.headers[name]
 
 
 def drain_until_ended(delivery, enqueued):
