@@ -4,9 +4,7 @@ import base64
 import itertools
 import json
 import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from uuid import UUID
@@ -17,41 +15,27 @@ from django.db import connection, transaction
 from deliveries.models import Delivery
 from deliveries.services import event_publish, events_publish
 from endpoints.services import endpoint_create, endpoint_disable, endpoint_enable
+from tests import docs
 from tests.conftest import example
-from tests.services import ROOT, TIMEOUT, Worker, wait_for
+from tests.services import TIMEOUT, Worker, wait_for
 
 pytestmark = pytest.mark.services
 
 
-def readme_block(language: str, marker: str) -> str:
-    """The README's code block in `language` that contains `marker`."""
-    readme = (ROOT / "README.md").read_text()
-    for block in re.findall(rf"```{language}\n(.*?)```", readme, flags=re.S):
-        if marker in block:
-            return block
-    raise AssertionError(f"no {language} block with {marker!r} in the README")
-
-
 def python_verifier():
+    """The documented X-ClientFlow-Signature check in Python, from docs/receiving.md."""
     namespace: dict = {}
-    exec(readme_block("python", "def verify_webhook"), namespace)
-    return namespace["verify_webhook"]
+    exec(docs.example("python-verify-documented"), namespace)
+    return namespace["verify_clientflow_signature"]
 
 
 def node_verifier(cases: list[tuple[bytes, str, str]], tmp_path) -> list[bool]:
-    node = shutil.which("node")
-    assert node, "node is needed to run the documented Node.js verifier"
-    script = tmp_path / "verify.mjs"
-    script.write_text(
-        readme_block("js", "function verifyWebhook")
-        + '\nimport { readFileSync } from "fs";\n'
-        + "const cases = JSON.parse(readFileSync(0, 'utf8'));\n"
-        + "const results = cases.map(c => verifyWebhook(Buffer.from(c.body, 'base64'), c.header, c.secret));\n"
-        + "console.log(JSON.stringify(results));\n"
-    )
-    payload = json.dumps([{"body": base64.b64encode(b).decode(), "header": h, "secret": s} for b, h, s in cases])
-    out = subprocess.run([node, str(script)], input=payload, capture_output=True, text=True, timeout=30, check=True)
-    return json.loads(out.stdout)
+    """The documented Node.js function, from docs/receiving.md, run by `node`."""
+    runs = [
+        {"body": base64.b64encode(body).decode(), "headers": {"x-clientflow-signature": header}, "secret": secret}
+        for body, header, secret in cases
+    ]
+    return docs.run(["node-verify"], 'verifyWebhook(body, headers["x-clientflow-signature"], secret)', runs, tmp_path)
 
 
 def wait_ended(delivery: Delivery, timeout: float = 30) -> Delivery:

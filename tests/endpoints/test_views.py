@@ -340,3 +340,15 @@ def test_members_get_403_for_rotating_and_ending_an_overlap(client, workspace, m
         assert client.get(f"{BASE}{endpoint.id}/{action}").status_code == 403
         assert client.post(f"{BASE}{endpoint.id}/{action}").status_code == 403
     assert Endpoint.objects.get().previous_secret_expires_at is not None
+
+
+def test_the_receiving_docs_page_is_docs_receiving_md_and_the_secret_page_links_it(browser_client):
+    docs = browser_client.get("/docs/receiving/").content.decode()
+    assert "<h1>Receiving webhooks</h1>" in docs
+    assert "<th>header</th>" in docs and "<code>webhook-signature</code>" in docs
+    assert "function verifyWebhook(rawBody, signatureHeader, secret)" in docs
+    assert "<h3><code>invoice.paid</code></h3>" in docs
+    response = create(browser_client)
+    secret_page = browser_client.get(response["Location"]).content.decode()
+    assert 'href="/docs/receiving/"' in secret_page
+    assert "webhook-signature" in secret_page and "X-ClientFlow-Signature" in secret_page
