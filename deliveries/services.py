@@ -364,7 +364,7 @@ def _drain(*, endpoint_id: int) -> _Drained:
         return drained  # deleting an endpoint cancels its pending deliveries
     if not endpoint.enabled:
         deliveries_cancel(endpoint=endpoint, reason=DISABLED, keep_test_events=True)
-    secrets = SigningSecrets.of(endpoint, at=timezone.now())  # decrypted once for the whole drain
+    secrets = SigningSecrets.of(endpoint=endpoint, at=timezone.now())  # decrypted once for the whole drain
     while True:
         lease, batch = _deliveries_claim(endpoint=endpoint)
         results: list[_Result] = []

@@ -71,7 +71,7 @@ class SigningSecrets:
     secrets: tuple[Secret, ...]
 
     @classmethod
-    def of(cls, endpoint: "Endpoint", *, at: datetime) -> "SigningSecrets":
+    def of(cls, *, endpoint: "Endpoint", at: datetime) -> "SigningSecrets":
         """The secrets of `endpoint` valid at `at` (the current one, and the previous one
         during an overlap, with its expiry)."""
         secrets = [Secret(endpoint.secret, standard_key(endpoint.secret))]

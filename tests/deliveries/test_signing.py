@@ -75,7 +75,7 @@ class Endpointish:
 
 def test_headers_of_an_attempt_outside_an_overlap():
     at = datetime.fromtimestamp(VECTOR_TIMESTAMP, UTC)
-    headers = SigningSecrets.of(Endpointish(SECRET), at=at).headers(msg_id=VECTOR_ID, body=VECTOR_BODY, at=at)
+    headers = SigningSecrets.of(endpoint=Endpointish(SECRET), at=at).headers(msg_id=VECTOR_ID, body=VECTOR_BODY, at=at)
     assert headers == {
         "X-ClientFlow-Timestamp": "1614265330",
         "X-ClientFlow-Signature": signature_header(secret=SECRET, body=VECTOR_BODY),
@@ -89,7 +89,7 @@ def test_during_an_overlap_both_secrets_sign_until_it_ends_even_within_one_drain
     new = new_secret()
     start = datetime.fromtimestamp(VECTOR_TIMESTAMP, UTC)
     ends = start + timedelta(seconds=1)
-    secrets = SigningSecrets.of(Endpointish(new, previous=SECRET, expires_at=ends), at=start)
+    secrets = SigningSecrets.of(endpoint=Endpointish(new, previous=SECRET, expires_at=ends), at=start)
 
     during = secrets.headers(msg_id=VECTOR_ID, body=VECTOR_BODY, at=start)
     assert during["X-ClientFlow-Signature"] == signature_header(secret=new, body=VECTOR_BODY)
@@ -104,7 +104,7 @@ def test_during_an_overlap_both_secrets_sign_until_it_ends_even_within_one_drain
 def test_an_expired_previous_secret_is_not_even_read_into_a_drain():
     at = datetime.fromtimestamp(VECTOR_TIMESTAMP, UTC)
     current = new_secret()
-    secrets = SigningSecrets.of(Endpointish(current, previous=SECRET, expires_at=at), at=at)
+    secrets = SigningSecrets.of(endpoint=Endpointish(current, previous=SECRET, expires_at=at), at=at)
     assert [s.text for s in secrets.secrets] == [current]
 
 
