@@ -298,7 +298,7 @@ admin.site.unregister(Endpoint)
 
 @admin.register(Endpoint)
 class EndpointAdmin(RefuseForgedActionsMixin, BaseEndpointAdmin):
-    actions = ["replay_dead_letters"]
+    actions = [*BaseEndpointAdmin.actions, "replay_dead_letters"]
     change_form_template = "admin/endpoints/endpoint/change_form.html"
 
     def has_replay_permission(self, request: HttpRequest) -> bool:

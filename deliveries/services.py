@@ -30,7 +30,7 @@ from endpoints.selectors import endpoint_ids_subscribed
 
 from . import policy, selectors, transport
 from .models import Delivery, DeliveryAttempt, DeliveryReplay, Event
-from .signing import signature_header
+from .signing import SigningSecrets, redacted
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +67,15 @@ def _event_build(*, workspace: Workspace, event_type: str, data: dict[str, Any])
         raise ValidationError({"data": [f"Event data is not JSON-serialisable: {exc}"]}) from None
     if _has_nul(data):
         raise ValidationError({"data": ["Event data must not contain the NUL character (\\u0000)."]})
+    parsed = json.loads(encoded_data)  # what the receiver gets: tuples are arrays, keys are strings
+    if settings.WEBHOOKS_VALIDATE_EVENT_DATA and (
+        problems := catalogue.data_errors(event_type=event_type, data=parsed)
+    ):
+        raise ValidationError({"data": problems})
     # Milliseconds, so that the stored time and the one in the body are the same.
     now = timezone.now()
     created_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
-    event = Event(workspace=workspace, type=event_type, data=json.loads(encoded_data), created_at=created_at)
+    event = Event(workspace=workspace, type=event_type, data=parsed, created_at=created_at)
     # Built by hand so that `data` keeps the caller's key order in the signed bytes.
     event.payload = (
         f'{{"id":{_encode_json(event.id)},"type":{_encode_json(event_type)},'
@@ -193,7 +198,7 @@ def send_test_event(*, endpoint: Endpoint) -> Delivery:
     event = _event_build(
         workspace=endpoint.workspace,
         event_type=catalogue.TEST_EVENT.name,
-        data={"message": "This is a test event from ClientFlow.", "endpoint_id": endpoint.id},
+        data={**catalogue.TEST_EVENT.example, "endpoint_id": endpoint.id},
     )
     event.save(force_insert=True)
     delivery = Delivery.objects.create(event=event, endpoint=endpoint, next_attempt_at=event.created_at)
@@ -516,18 +521,21 @@ _ENDPOINT_SQL = "SELECT {columns} FROM {endpoint} WHERE id = %s"
 
 
 def _endpoint_read(*, endpoint_id: int) -> Endpoint | None:
-    """The endpoint as a drain needs it, in one plain statement: every drain reads it, and
-    compiling the ORM query cost more than running it."""
-    fields = [Endpoint._meta.get_field(name) for name in ("workspace", "url", "enabled", "secret")]
+    """The endpoint as a drain needs it. On PostgreSQL in one plain statement: every drain
+    reads it, and compiling the ORM query cost more than running it."""
+    names = ("workspace", "url", "enabled", *SIGNING_FIELDS)
+    if connection.vendor != "postgresql":
+        return Endpoint.objects.filter(id=endpoint_id).only(*names).first()
+    fields = [Endpoint._meta.get_field(name) for name in names]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     with connection.cursor() as cursor:
         cursor.execute(_ENDPOINT_SQL.format(columns=columns, endpoint=Endpoint._meta.db_table), [endpoint_id])
         row = cursor.fetchone()
     if row is None:
         return None
-    # The database's values made Python's: the secret decrypted, SQLite's 0/1 a bool.
+    # What the ORM would do to the values: decrypt the secrets.
     values = {
-        f.attname: f.to_python(f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v)
+        f.attname: f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
         for f, v in zip(fields, row, strict=True)
     }
     return Endpoint(id=endpoint_id, **values)
@@ -541,7 +549,7 @@ def _drain(*, endpoint_id: int, doorbell: _Doorbell) -> _Drained:
         return drained  # deleting an endpoint cancels its pending deliveries
     if not endpoint.enabled:
         deliveries_cancel(endpoint=endpoint, reason=DISABLED, keep_test_events=True)
-    secret = endpoint.secret  # decrypted once for the whole drain
+    secrets = SigningSecrets.of(endpoint=endpoint, at=timezone.now())  # decrypted once for the whole drain
     while True:
         lease, batch = _deliveries_claim(endpoint=endpoint)
         results: list[_Result] = []
@@ -552,7 +560,7 @@ def _drain(*, endpoint_id: int, doorbell: _Doorbell) -> _Drained:
                 break
             sent += 1
             try:
-                if result := _attempt(delivery=delivery, endpoint=endpoint, secret=secret):
+                if result := _attempt(delivery=delivery, endpoint=endpoint, secrets=secrets):
                     results.append(result)
                     if retry_at := result.update["next_attempt_at"]:
                         # The batch must be recorded (and its lease let go) before the retry
@@ -676,23 +684,20 @@ def _delivery_end(*, delivery: Delivery, status: str, error: str, attempted: boo
     logger.info("delivery %s %s: %s", delivery.id, status, error)
 
 
-def request_headers(*, delivery: Delivery, body: bytes, secret: str) -> dict[str, str]:
+# What a drain reads of its endpoint to sign: the secrets and the overlap's end.
+SIGNING_FIELDS = ("secret", "previous_secret", "previous_secret_expires_at")
+
+
+def request_headers(*, delivery: Delivery, body: bytes, secrets: SigningSecrets) -> dict[str, str]:
+    """The headers of an attempt, signed now: webhook-id is the event's id, the same on
+    every attempt and every endpoint, for receivers to deduplicate on."""
     return {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "X-ClientFlow-Event": delivery.event.type,
         "X-ClientFlow-Delivery": str(delivery.id),
-        "X-ClientFlow-Signature": signature_header(secret=secret, body=body),
+        **secrets.headers(msg_id=delivery.event.id, body=body, at=timezone.now()),
     }
-
-
-def _redacted(headers: dict[str, str]) -> dict[str, str]:
-    """The request headers as kept for history: the signature cut short, so that nobody
-    who can read attempts (members, support, a dump) holds a request they could replay."""
-    kept = dict(headers)
-    if signature := kept.get("X-ClientFlow-Signature"):
-        kept["X-ClientFlow-Signature"] = f"{signature[:15]}…"
-    return kept
 
 
 def max_attempts() -> int:
@@ -707,7 +712,7 @@ class _Result:
     update: dict[str, Any]
 
 
-def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result | None:
+def _attempt(*, delivery: Delivery, endpoint: Endpoint, secrets: SigningSecrets) -> _Result | None:
     """Make the attempt of a claimed delivery: succeeded, failed (permanent 4xx),
     scheduled for a retry, or exhausted. Returns None if no attempt was made."""
     if not endpoint.enabled and delivery.event.type != catalogue.TEST_EVENT.name:
@@ -729,7 +734,7 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result 
     result = transport.post(
         url=endpoint.url,
         body=body,
-        headers=request_headers(delivery=delivery, body=body, secret=secret),
+        headers=request_headers(delivery=delivery, body=body, secrets=secrets),
         timeout=settings.WEBHOOKS_TIMEOUT,
         ca_file=settings.WEBHOOKS_CA_BUNDLE,
         body_limit=settings.WEBHOOKS_RESPONSE_BODY_LIMIT,
@@ -767,7 +772,7 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result 
             number=number,
             started_at=result.started_at,
             duration_ms=result.duration_ms,
-            request_headers=_redacted(result.request_headers),
+            request_headers=redacted(result.request_headers),
             response_status=result.status_code,
             response_headers=result.response_headers,
             response_body=result.response_body,

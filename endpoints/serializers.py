@@ -1,5 +1,6 @@
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
@@ -33,6 +34,8 @@ class EventTypeOutput(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField()
     group = serializers.CharField()
+    schema = serializers.DictField(help_text="The JSON Schema (draft 2020-12) of the event's `data`.")
+    example = serializers.DictField(help_text="An example `data`, valid against `schema`.")
 
 
 class EndpointInput(serializers.Serializer):
@@ -47,12 +50,29 @@ class EndpointUpdateInput(serializers.Serializer):
     event_types = EventTypesField(required=False)
 
 
+class RotateSecretInput(serializers.Serializer):
+    overlap_hours = serializers.IntegerField(
+        min_value=0,
+        max_value=168,
+        required=False,
+        default=24,
+        help_text="How long the secret being replaced keeps signing deliveries too, so receivers can switch "
+        "without failures: 0 (none) to 168 (7 days). Default 24.",
+        error_messages={
+            "min_value": "The overlap must be between 0 (none) and 168 hours (7 days).",
+            "max_value": "The overlap must be between 0 (none) and 168 hours (7 days).",
+            "invalid": "The overlap is a whole number of hours, 0 to 168.",
+        },
+    )
+
+
 class EndpointOutput(serializers.ModelSerializer):
     event_types = serializers.ListField(child=serializers.CharField(), read_only=True)
     last_delivery_status = serializers.CharField(allow_null=True, read_only=True)
     last_delivery_at = serializers.DateTimeField(allow_null=True, read_only=True)
     deliveries_24h = serializers.IntegerField(read_only=True)
     success_rate_24h = serializers.SerializerMethodField()
+    previous_secret_expires_at = serializers.SerializerMethodField()
 
     class Meta:
         model = Endpoint
@@ -68,6 +88,7 @@ class EndpointOutput(serializers.ModelSerializer):
             "last_delivery_at",
             "deliveries_24h",
             "success_rate_24h",
+            "previous_secret_expires_at",
         ]
 
     @extend_schema_field(serializers.FloatField(allow_null=True, min_value=0, max_value=1))
@@ -75,6 +96,12 @@ class EndpointOutput(serializers.ModelSerializer):
         """Succeeded share of the deliveries that ended in the last 24 h; null when none did."""
         ended = endpoint.ended_24h
         return round(endpoint.succeeded_24h / ended, 4) if ended else None
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_previous_secret_expires_at(self, endpoint: Endpoint) -> str | None:
+        """While a rotation's overlap lasts, when the previous secret stops signing deliveries; else null."""
+        ends_at = endpoint.overlap_ends_at(now=timezone.now())
+        return None if ends_at is None else serializers.DateTimeField().to_representation(ends_at)
 
 
 class EndpointWithSecretOutput(EndpointOutput):
