@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
 NGINX ?= /usr/sbin/nginx
+NODE ?= /usr/bin/node
 
 .PHONY: run test lint format setup bench
 
@@ -23,6 +24,14 @@ $(CHROMIUM):
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else \
 		echo "Chromium is missing: install Debian's chromium package to run the browser tests."; \
+	fi
+
+# docs/receiving.md's JavaScript examples run under Debian's Node.js (tests/e2e/test_receiving_docs.py).
+$(NODE):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; \
+	else \
+		echo "Node.js is missing: install Debian's nodejs package to test the receiving docs' examples."; \
 	fi
 
 # Web on http://127.0.0.1:8000, a worker and beat, on SQLite and the filesystem broker
@@ -44,7 +53,7 @@ run: $(STAMP)
 test: export SECRET_KEY ?= insecure-key-for-tests-only
 test: export WEBHOOKS_ENCRYPTION_KEYS ?= E3nc9fqopet4H0RnU2HHLKSXjkxnhHL70vQ2E-cITds=
 test: export SECURE_SSL_REDIRECT ?= false
-test: $(STAMP) $(CHROMIUM) $(NGINX)
+test: $(STAMP) $(CHROMIUM) $(NGINX) $(NODE)
 	CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 
 # The benchmark's receiver is Debian's nginx, installed when we may (root with apt-get);

@@ -10,6 +10,7 @@ endpoint_urls = [
     path("enable/", endpoints_api.EndpointEnableApi.as_view(), name="endpoint-enable"),
     path("test/", endpoints_api.EndpointTestApi.as_view(), name="endpoint-test"),
     path("rotate-secret/", endpoints_api.EndpointRotateSecretApi.as_view(), name="endpoint-rotate-secret"),
+    path("end-overlap/", endpoints_api.EndpointEndOverlapApi.as_view(), name="endpoint-end-overlap"),
     path("audit/", endpoints_api.EndpointAuditApi.as_view(), name="endpoint-audit"),
 ]
 

@@ -14,7 +14,7 @@ from typing import Any
 CONTEXT_FIELDS = (
     "delivery_id",
     "endpoint_id",
-    "workspace",
+    "workspace_id",
     "event_id",
     "event_type",
     "attempt",
@@ -29,7 +29,7 @@ def delivery_context(
     *,
     delivery_id: object,
     endpoint_id: int | None,
-    workspace: str | None,
+    workspace_id: int | None,
     attempt: int | None,
     outcome: str | None,
     **more: Any,
@@ -39,7 +39,7 @@ def delivery_context(
     return {
         "delivery_id": str(delivery_id),
         "endpoint_id": endpoint_id,
-        "workspace": workspace,
+        "workspace_id": workspace_id,
         "attempt": attempt,
         "outcome": None if outcome is None else str(outcome),
         **more,

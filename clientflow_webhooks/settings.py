@@ -288,6 +288,10 @@ WEBHOOKS_TEST_EVENT_RATE = env("WEBHOOKS_TEST_EVENT_RATE", default="10/minute")
 # Bounds on what customers and ClientFlow code may hand us.
 WEBHOOKS_MAX_PAYLOAD_BYTES = env.int("WEBHOOKS_MAX_PAYLOAD_BYTES", default=256 * 1024)
 WEBHOOKS_MAX_ENDPOINTS_PER_WORKSPACE = env.int("WEBHOOKS_MAX_ENDPOINTS_PER_WORKSPACE", default=50)
+# Check each event's data against its type's JSON Schema (endpoints/event_types.py) when
+# it is published: on in development and tests, where a wrong payload is a bug to fix;
+# off in production, where it would cost every publish for what the tests already proved.
+WEBHOOKS_VALIDATE_EVENT_DATA = env.bool("WEBHOOKS_VALIDATE_EVENT_DATA", default=DEBUG)
 # How much of a response body is read and kept.
 WEBHOOKS_RESPONSE_BODY_LIMIT = 4096
 # How often beat looks for due deliveries whose broker message was lost, and how long

@@ -2,7 +2,6 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views import defaults
-from django.views.generic import TemplateView
 
 from . import views
 
@@ -10,7 +9,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("workspaces/<slug:slug>/settings/webhooks/", include("endpoints.urls")),
-    path("docs/receiving/", TemplateView.as_view(template_name="docs/receiving.html"), name="docs-receiving"),
+    path("docs/receiving/", views.docs_receiving, name="docs-receiving"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(("clientflow_webhooks.api_urls", "api"))),
 ]

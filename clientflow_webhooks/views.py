@@ -1,12 +1,16 @@
 """What every settings page shares: the workspace, resolved for the person asking."""
 
+import functools
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.safestring import mark_safe
+from markdown_it import MarkdownIt
 
 from .models import Membership, Workspace
 from .selectors import membership_for, workspaces_for
@@ -52,3 +56,18 @@ def workspaces(request: HttpRequest) -> dict[str, Any]:
     if not getattr(request, "user", None) or not request.user.is_authenticated:
         return {}
     return {"my_workspaces": list(workspaces_for(user=request.user))}
+
+
+RECEIVING_DOCS = settings.BASE_DIR / "docs" / "receiving.md"
+
+
+@functools.cache
+def _receiving_docs_html() -> str:
+    # docs/receiving.md is ours, so its HTML (the example markers) may pass through.
+    return MarkdownIt("commonmark").enable("table").render(RECEIVING_DOCS.read_text(encoding="utf-8"))
+
+
+def docs_receiving(request: HttpRequest) -> HttpResponse:
+    """docs/receiving.md as a page: one text, whose examples the tests run, for the
+    repository and the site."""
+    return render(request, "docs/receiving.html", {"content": mark_safe(_receiving_docs_html())})  # noqa: S308

@@ -299,7 +299,7 @@ admin.site.unregister(Endpoint)
 
 @admin.register(Endpoint)
 class EndpointAdmin(RefuseForgedActionsMixin, BaseEndpointAdmin):
-    actions = ["replay_dead_letters"]
+    actions = [*BaseEndpointAdmin.actions, "replay_dead_letters"]
     change_form_template = "admin/endpoints/endpoint/change_form.html"
     list_display = [*BaseEndpointAdmin.list_display, "disabled_automatically_at"]
     # The page of one endpoint shows its figures too (`selectors.endpoints_with_health`).

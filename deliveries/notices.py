@@ -80,7 +80,7 @@ def endpoint_notice_send(*, endpoint_id: int, kind: str, details: dict[str, Any]
     if endpoint is None:
         return 0
     recipients = manager_emails(workspace=endpoint.workspace)
-    context = {"endpoint_id": endpoint.id, "workspace": endpoint.workspace.slug}
+    context = {"endpoint_id": endpoint.id, "workspace_id": endpoint.workspace_id}
     if not recipients:
         logger.warning("endpoint %s: nobody to email about %s", endpoint.id, kind, extra=context)
         return 0

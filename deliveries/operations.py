@@ -46,12 +46,7 @@ def endpoints_auto_disable(*, now: datetime | None = None) -> list[Endpoint]:
 @transaction.atomic
 def _auto_disable(*, failing: selectors.FailingEndpoint, now: datetime, period: timedelta) -> Endpoint | None:
     # Locked, and judged again: a person may have disabled, enabled or deleted it meanwhile.
-    endpoint = (
-        Endpoint.objects.select_for_update(of=("self",))
-        .select_related("workspace")
-        .filter(id=failing.endpoint_id, enabled=True)
-        .first()
-    )
+    endpoint = Endpoint.objects.select_for_update().filter(id=failing.endpoint_id, enabled=True).first()
     enabled_recently = EndpointAuditEntry.objects.filter(
         endpoint_id=failing.endpoint_id, action=EndpointAuditEntry.Action.ENABLED, created_at__gt=now - period
     ).exists()
@@ -64,7 +59,7 @@ def _auto_disable(*, failing: selectors.FailingEndpoint, now: datetime, period: 
         + (f", the last one because of {failing.last_error}." if failing.last_error else ".")
     )
     endpoint_disable(endpoint=endpoint, reason=reason, automatically=True)
-    context = {"endpoint_id": endpoint.id, "workspace": endpoint.workspace.slug, "count": failing.dead_letters}
+    context = {"endpoint_id": endpoint.id, "workspace_id": endpoint.workspace_id, "count": failing.dead_letters}
     logger.warning("endpoint %s disabled automatically: %s", endpoint.id, reason, extra=context)
     transaction.on_commit(metrics.ENDPOINTS_AUTO_DISABLED.inc)
     transaction.on_commit(

@@ -27,11 +27,11 @@ from clientflow_webhooks.models import Workspace
 from endpoints import event_types as catalogue
 from endpoints.addresses import allowed_private_networks
 from endpoints.models import Endpoint
-from endpoints.selectors import endpoints_subscribed
+from endpoints.selectors import endpoint_ids_subscribed
 
 from . import metrics, notices, policy, selectors, transport
 from .models import Delivery, DeliveryAttempt, DeliveryReplay, Event
-from .signing import signature_header
+from .signing import SigningSecrets, redacted
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,15 @@ def _event_build(*, workspace: Workspace, event_type: str, data: dict[str, Any])
         raise ValidationError({"data": [f"Event data is not JSON-serialisable: {exc}"]}) from None
     if _has_nul(data):
         raise ValidationError({"data": ["Event data must not contain the NUL character (\\u0000)."]})
+    parsed = json.loads(encoded_data)  # what the receiver gets: tuples are arrays, keys are strings
+    if settings.WEBHOOKS_VALIDATE_EVENT_DATA and (
+        problems := catalogue.data_errors(event_type=event_type, data=parsed)
+    ):
+        raise ValidationError({"data": problems})
     # Milliseconds, so that the stored time and the one in the body are the same.
     now = timezone.now()
     created_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
-    event = Event(workspace=workspace, type=event_type, data=json.loads(encoded_data), created_at=created_at)
+    event = Event(workspace=workspace, type=event_type, data=parsed, created_at=created_at)
     # Built by hand so that `data` keeps the caller's key order in the signed bytes.
     event.payload = (
         f'{{"id":{_encode_json(event.id)},"type":{_encode_json(event_type)},'
@@ -110,11 +115,13 @@ def events_publish(*, workspace: Workspace, event_type: str, data_list: Sequence
         else:
             message = f"Unknown event type: {event_type}."
         raise ValidationError({"event_type": [message]})
-    events = Event.objects.bulk_create(
-        [_event_build(workspace=workspace, event_type=event_type, data=data) for data in data_list]
-    )
-    endpoint_ids = list(endpoints_subscribed(workspace=workspace, event_type=event_type).values_list("id", flat=True))
-    _deliveries_insert(events=events, endpoint_ids=endpoint_ids)
+    events = [_event_build(workspace=workspace, event_type=event_type, data=data) for data in data_list]
+    endpoint_ids = endpoint_ids_subscribed(workspace=workspace, event_type=event_type)
+    if connection.vendor == "postgresql" and len(events) * len(endpoint_ids) < COPY_THRESHOLD:
+        _events_insert_sql(workspace=workspace, event_type=event_type, events=events, endpoint_ids=endpoint_ids)
+    else:
+        Event.objects.bulk_create(events)
+        _deliveries_insert(events=events, endpoint_ids=endpoint_ids)
     if endpoint_ids:
         transaction.on_commit(lambda: endpoints_wake(endpoint_ids=endpoint_ids), robust=True)
     for event in events:
@@ -125,6 +132,42 @@ def events_publish(*, workspace: Workspace, event_type: str, data_list: Sequence
 # Above this many rows PostgreSQL's COPY writes them: 10,000 deliveries take about a
 # tenth of what bulk_create's compiled INSERT does (docs/performance.md).
 COPY_THRESHOLD = 1000
+
+
+# PostgreSQL: the events and their deliveries in one statement, for the usual publish.
+_PUBLISH_SQL = """
+WITH events AS (
+    INSERT INTO {event} (id, workspace_id, type, data, payload, created_at)
+    SELECT e.id, %(workspace)s, %(type)s, e.data, e.payload, e.created_at
+    FROM jsonb_to_recordset(%(events)s) AS e(id text, data jsonb, payload text, created_at timestamptz)
+    RETURNING id, created_at
+)
+INSERT INTO {delivery} (id, event_id, endpoint_id, status, attempt_count, attempts_before_replay,
+                        next_attempt_at, last_error, created_at)
+SELECT gen_random_uuid(), ev.id, en.id, %(pending)s, 0, 0, ev.created_at, '', %(now)s
+FROM events ev CROSS JOIN unnest(%(endpoints)s::bigint[]) AS en(id)
+"""
+
+
+def _events_insert_sql(
+    *, workspace: Workspace, event_type: str, events: Sequence[Event], endpoint_ids: Sequence[int]
+) -> None:
+    rows = [{"id": e.id, "data": e.data, "payload": e.payload, "created_at": e.created_at.isoformat()} for e in events]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PUBLISH_SQL.format(event=Event._meta.db_table, delivery=Delivery._meta.db_table),
+            {
+                "workspace": workspace.id,
+                "type": event_type,
+                "events": _encode_json(rows),
+                "pending": Delivery.Status.PENDING,
+                "now": timezone.now(),
+                "endpoints": list(endpoint_ids),
+            },
+        )
+    for event in events:  # as saved by the ORM
+        event._state.adding = False
+        event._state.db = connection.alias
 
 
 def _deliveries_insert(*, events: Sequence[Event], endpoint_ids: Sequence[int]) -> None:
@@ -156,7 +199,7 @@ def send_test_event(*, endpoint: Endpoint) -> Delivery:
     event = _event_build(
         workspace=endpoint.workspace,
         event_type=catalogue.TEST_EVENT.name,
-        data={"message": "This is a test event from ClientFlow.", "endpoint_id": endpoint.id},
+        data={**catalogue.TEST_EVENT.example, "endpoint_id": endpoint.id},
     )
     event.save(force_insert=True)
     delivery = Delivery.objects.create(event=event, endpoint=endpoint, next_attempt_at=event.created_at)
@@ -401,6 +444,25 @@ class _Drained:
     answered: bool | None = None
 
 
+def _drain_begins(*, endpoint_id: int) -> bool:
+    """Take down the endpoint's wake-up mark, so that publishes from now on wake it again,
+    and tell whether it answers lately (slow start): one round trip with Redis."""
+    wake, answering = _wake_mark(endpoint_id, None), _answering_mark(endpoint_id)
+    store = _redis()
+    if store is None:
+        _marks("delete", wake, fallback=False)
+        return _marks("get", answering, fallback=None) is not None
+    cache, client = store
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.delete(cache.make_key(wake))
+            pipe.get(cache.make_key(answering))
+            return pipe.execute()[1] is not None
+    except Exception:
+        logger.warning("mark store unavailable: drain of endpoint %s", endpoint_id, exc_info=True)
+        return False
+
+
 def endpoint_drain(*, endpoint_id: int) -> int:
     """Make the due attempts of one endpoint, in batches, for at most
     WEBHOOKS_DRAIN_SECONDS (plus the attempt under way), then wake the endpoint again for
@@ -411,8 +473,7 @@ def endpoint_drain(*, endpoint_id: int) -> int:
     worker thread. Call it outside any transaction: leases must be visible to other
     workers at once.
     """
-    _marks("delete", _wake_mark(endpoint_id, None), fallback=False)  # publishes from now on wake it again
-    answering = _marks("get", _answering_mark(endpoint_id), fallback=None) is not None
+    answering = _drain_begins(endpoint_id=endpoint_id)
     key = _slot_take(endpoint_id=endpoint_id, slots=settings.WEBHOOKS_ENDPOINT_CONCURRENCY if answering else 1)
     if key is None:
         # Every slot is busy. Whoever holds one reads what is due after releasing it.
@@ -461,7 +522,7 @@ def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool
             reason,
             extra={
                 "endpoint_id": endpoint.id,
-                "workspace": endpoint.workspace.slug,
+                "workspace_id": endpoint.workspace_id,
                 "status": Delivery.Status.CANCELLED,
                 "count": cancelled,
             },
@@ -469,20 +530,39 @@ def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool
     return cancelled
 
 
+_ENDPOINT_SQL = "SELECT {columns} FROM {endpoint} WHERE id = %s"
+
+
+def _endpoint_read(*, endpoint_id: int) -> Endpoint | None:
+    """The endpoint as a drain needs it. On PostgreSQL in one plain statement: every drain
+    reads it, and compiling the ORM query cost more than running it."""
+    names = ("workspace", "url", "enabled", *SIGNING_FIELDS)
+    if connection.vendor != "postgresql":
+        return Endpoint.objects.filter(id=endpoint_id).only(*names).first()
+    fields = [Endpoint._meta.get_field(name) for name in names]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(_ENDPOINT_SQL.format(columns=columns, endpoint=Endpoint._meta.db_table), [endpoint_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # What the ORM would do to the values: decrypt the secrets.
+    values = {
+        f.attname: f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
+        for f, v in zip(fields, row, strict=True)
+    }
+    return Endpoint(id=endpoint_id, **values)
+
+
 def _drain(*, endpoint_id: int, doorbell: _Doorbell) -> _Drained:
     stop_at = time.monotonic() + settings.WEBHOOKS_DRAIN_SECONDS
     drained = _Drained()
-    endpoint = (
-        Endpoint.objects.filter(id=endpoint_id)
-        .select_related("workspace")  # its slug, for the log lines
-        .only("id", "url", "enabled", "secret", "workspace__slug")
-        .first()
-    )
+    endpoint = _endpoint_read(endpoint_id=endpoint_id)
     if endpoint is None:
         return drained  # deleting an endpoint cancels its pending deliveries
     if not endpoint.enabled:
         deliveries_cancel(endpoint=endpoint, reason=DISABLED, keep_test_events=True)
-    secret = endpoint.secret  # decrypted once for the whole drain
+    secrets = SigningSecrets.of(endpoint=endpoint, at=timezone.now())  # decrypted once for the whole drain
     while True:
         lease, batch = _deliveries_claim(endpoint=endpoint)
         results: list[_Result] = []
@@ -493,7 +573,7 @@ def _drain(*, endpoint_id: int, doorbell: _Doorbell) -> _Drained:
                 break
             sent += 1
             try:
-                if result := _attempt(delivery=delivery, endpoint=endpoint, secret=secret):
+                if result := _attempt(delivery=delivery, endpoint=endpoint, secrets=secrets):
                     results.append(result)
                     if retry_at := result.update["next_attempt_at"]:
                         # The batch must be recorded (and its lease let go) before the retry
@@ -630,7 +710,7 @@ def _log_context(delivery: Delivery, *, attempt: int | None, outcome: str | None
     return delivery_context(
         delivery_id=delivery.id,
         endpoint_id=endpoint.id,
-        workspace=endpoint.workspace.slug,
+        workspace_id=endpoint.workspace_id,
         attempt=attempt,
         outcome=outcome,
         event_id=delivery.event.id,
@@ -647,23 +727,20 @@ def _ended(*, delivery: Delivery, status: str, error: str) -> None:
         notices.dead_letter_seen(endpoint=delivery.endpoint, delivery=delivery, error=error)
 
 
-def request_headers(*, delivery: Delivery, body: bytes, secret: str) -> dict[str, str]:
+# What a drain reads of its endpoint to sign: the secrets and the overlap's end.
+SIGNING_FIELDS = ("secret", "previous_secret", "previous_secret_expires_at")
+
+
+def request_headers(*, delivery: Delivery, body: bytes, secrets: SigningSecrets) -> dict[str, str]:
+    """The headers of an attempt, signed now: webhook-id is the event's id, the same on
+    every attempt and every endpoint, for receivers to deduplicate on."""
     return {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "X-ClientFlow-Event": delivery.event.type,
         "X-ClientFlow-Delivery": str(delivery.id),
-        "X-ClientFlow-Signature": signature_header(secret=secret, body=body),
+        **secrets.headers(msg_id=delivery.event.id, body=body, at=timezone.now()),
     }
-
-
-def _redacted(headers: dict[str, str]) -> dict[str, str]:
-    """The request headers as kept for history: the signature cut short, so that nobody
-    who can read attempts (members, support, a dump) holds a request they could replay."""
-    kept = dict(headers)
-    if signature := kept.get("X-ClientFlow-Signature"):
-        kept["X-ClientFlow-Signature"] = f"{signature[:15]}…"
-    return kept
 
 
 def max_attempts() -> int:
@@ -678,7 +755,7 @@ class _Result:
     update: dict[str, Any]
 
 
-def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result | None:
+def _attempt(*, delivery: Delivery, endpoint: Endpoint, secrets: SigningSecrets) -> _Result | None:
     """Make the attempt of a claimed delivery: succeeded, failed (permanent 4xx),
     scheduled for a retry, or exhausted. Returns None if no attempt was made."""
     if not endpoint.enabled and delivery.event.type != catalogue.TEST_EVENT.name:
@@ -700,7 +777,7 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result 
     result = transport.post(
         url=endpoint.url,
         body=body,
-        headers=request_headers(delivery=delivery, body=body, secret=secret),
+        headers=request_headers(delivery=delivery, body=body, secrets=secrets),
         timeout=settings.WEBHOOKS_TIMEOUT,
         ca_file=settings.WEBHOOKS_CA_BUNDLE,
         body_limit=settings.WEBHOOKS_RESPONSE_BODY_LIMIT,
@@ -743,7 +820,7 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secret: str) -> _Result 
             number=number,
             started_at=result.started_at,
             duration_ms=result.duration_ms,
-            request_headers=_redacted(result.request_headers),
+            request_headers=redacted(result.request_headers),
             response_status=result.status_code,
             response_headers=result.response_headers,
             response_body=result.response_body,

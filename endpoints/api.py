@@ -1,5 +1,7 @@
 """Settings → Webhooks API for endpoints. Thin: parse, call a service, render."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -34,6 +36,7 @@ from .serializers import (
     EndpointUpdateInput,
     EndpointWithSecretOutput,
     EventTypeOutput,
+    RotateSecretInput,
 )
 
 
@@ -43,8 +46,8 @@ class EventTypeListApi(APIView):
     @extend_schema(
         operation_id="event_types_list",
         responses={200: EventTypeOutput(many=True), 401: ERRORS_READ[401], 406: ERRORS_READ[406]},
-        description="The event types an endpoint can subscribe to. Public: no credentials needed "
-        "(a token that is sent must be valid).",
+        description="The event types an endpoint can subscribe to, each with the JSON Schema of its `data` "
+        "and an example. Public, like the receiving docs: no credentials needed (a token that is sent must be valid).",
     )
     def get(self, request: Request) -> Response:
         return Response(EventTypeOutput(catalogue.SUBSCRIBABLE, many=True).data)
@@ -173,13 +176,31 @@ class EndpointTestApi(EndpointAPIView):
 class EndpointRotateSecretApi(EndpointAPIView):
     @extend_schema(
         operation_id="endpoints_rotate_secret",
-        request=None,
-        responses={200: EndpointWithSecretOutput, **ERRORS_WRITE},
-        description="Replaces the signing secret. The new one is in this response only.",
+        request=RotateSecretInput,
+        responses={200: EndpointWithSecretOutput, 400: VALIDATION_ERROR, **ERRORS_WRITE},
+        description="Replaces the signing secret; the new one is in this response only. For `overlap_hours` "
+        "(24 unless given) deliveries are signed with the replaced secret too, until `previous_secret_expires_at`.",
     )
     def post(self, request: Request, slug: str, endpoint_id: int) -> Response:
-        secret = services.endpoint_rotate_secret(endpoint=self.get_endpoint(endpoint_id), actor=request.user)
+        endpoint = self.get_endpoint(endpoint_id)
+        data = RotateSecretInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        overlap = timedelta(hours=data.validated_data["overlap_hours"])
+        secret = services.endpoint_rotate_secret(endpoint=endpoint, overlap=overlap, actor=request.user)
         return self.render(endpoint_id, secret=secret)
+
+
+class EndpointEndOverlapApi(EndpointAPIView):
+    @extend_schema(
+        operation_id="endpoints_end_overlap",
+        request=None,
+        responses={200: EndpointOutput, **ERRORS_WRITE},
+        description="Stops signing with the secret a rotation replaced, before its overlap runs out. "
+        "Harmless when there is no overlap.",
+    )
+    def post(self, request: Request, slug: str, endpoint_id: int) -> Response:
+        services.endpoint_end_overlap(endpoint=self.get_endpoint(endpoint_id), actor=request.user)
+        return self.render(endpoint_id)
 
 
 class AuditPagination(TimeCursorPagination):

@@ -50,3 +50,26 @@ class EndpointForm(forms.Form):
             (group, GROUP_LABELS[group], [(t, t.name in selected) for t in types])
             for group, types in groupby(catalogue.SUBSCRIBABLE, key=lambda t: t.group)
         ]
+
+
+class RotateSecretForm(forms.Form):
+    """How long the secret being replaced keeps signing deliveries too."""
+
+    OVERLAP_CHOICES = [
+        (0, "None: the current secret stops signing at once"),
+        (1, "1 hour"),
+        (24, "24 hours"),
+        (168, "7 days"),
+    ]
+
+    overlap_hours = forms.TypedChoiceField(
+        label="Overlap",
+        choices=OVERLAP_CHOICES,
+        coerce=int,
+        initial=24,
+        required=False,
+        empty_value=24,  # what the API does too when none is given
+        widget=forms.RadioSelect,
+        help_text="While it lasts, every delivery is signed with both secrets, so your receiver keeps verifying "
+        "whichever one it knows until you have switched it to the new one.",
+    )

@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 
@@ -14,6 +16,10 @@ class Endpoint(models.Model):
     description = models.CharField(max_length=500, blank=True)
     # Shown once at creation or rotation; never returned by any read. Encrypted at rest.
     secret = EncryptedTextField()
+    # After a rotation with an overlap, the secret it replaced keeps signing deliveries
+    # too until `previous_secret_expires_at`, so receivers can switch without failures.
+    previous_secret = EncryptedTextField(null=True, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
     # Why it was disabled, when the system did it (auto-disable of a dead endpoint): shown
     # on the pages and in the API; cleared when it is enabled again.
@@ -27,9 +33,31 @@ class Endpoint(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(previous_secret__isnull=True, previous_secret_expires_at__isnull=True)
+                | models.Q(previous_secret__isnull=False, previous_secret_expires_at__isnull=False),
+                name="endpoint_previous_secret_expires",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.url
+
+    def previous_secret_valid(self, *, at: datetime) -> bool:
+        """Whether the previous secret still signs deliveries at `at` (the overlap lasts).
+        A constraint keeps the secret and its expiry set together."""
+        expires_at = self.previous_secret_expires_at
+        return expires_at is not None and at < expires_at
+
+    def overlap_ends_at(self, *, now: datetime) -> datetime | None:
+        """When the previous secret stops signing, or None when there is no overlap now."""
+        return self.previous_secret_expires_at if self.previous_secret_valid(at=now) else None
+
+    def secrets_valid(self, *, at: datetime) -> list[str]:
+        """The secrets deliveries are signed with at `at`: the current one first, then
+        the previous one while the overlap lasts."""
+        return [self.secret, self.previous_secret] if self.previous_secret_valid(at=at) else [self.secret]
 
     @property
     def event_types(self) -> list[str]:
@@ -62,6 +90,7 @@ class EndpointAuditEntry(models.Model):
         DISABLED = "disabled", "Disabled"
         ENABLED = "enabled", "Enabled"
         SECRET_ROTATED = "secret_rotated", "Secret rotated"
+        OVERLAP_ENDED = "overlap_ended", "Overlap ended"
         DELETED = "deleted", "Deleted"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="endpoint_audit_entries")

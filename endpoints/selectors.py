@@ -1,12 +1,25 @@
 """Reads of endpoints shared by every interface."""
 
-from django.db.models import QuerySet
+from django.db import connection
 
 from clientflow_webhooks.models import Workspace
 
-from .models import Endpoint
+from .models import Endpoint, EndpointEventType
+
+_SUBSCRIBED_SQL = """
+SELECT e.id FROM {endpoint} e JOIN {subscription} s ON s.endpoint_id = e.id
+WHERE e.workspace_id = %s AND e.enabled = %s AND s.event_type = %s
+ORDER BY e.id
+"""
 
 
-def endpoints_subscribed(*, workspace: Workspace, event_type: str) -> QuerySet[Endpoint]:
-    """Enabled endpoints of `workspace` subscribed to `event_type` (one indexed query)."""
-    return Endpoint.objects.filter(workspace=workspace, enabled=True, event_type_rows__event_type=event_type)
+def endpoint_ids_subscribed(*, workspace: Workspace, event_type: str) -> list[int]:
+    """Ids of the enabled endpoints of `workspace` subscribed to `event_type`, in one
+    indexed query written out: every publish runs it, and compiling the ORM query cost
+    more than running it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SUBSCRIBED_SQL.format(endpoint=Endpoint._meta.db_table, subscription=EndpointEventType._meta.db_table),
+            [workspace.id, True, event_type],
+        )
+        return [row[0] for row in cursor.fetchall()]

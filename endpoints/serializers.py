@@ -1,5 +1,6 @@
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
@@ -33,6 +34,8 @@ class EventTypeOutput(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField()
     group = serializers.CharField()
+    schema = serializers.DictField(help_text="The JSON Schema (draft 2020-12) of the event's `data`.")
+    example = serializers.DictField(help_text="An example `data`, valid against `schema`.")
 
 
 class EndpointInput(serializers.Serializer):
@@ -45,6 +48,22 @@ class EndpointUpdateInput(serializers.Serializer):
     url = serializers.CharField(max_length=2048, required=False)
     description = serializers.CharField(max_length=500, allow_blank=True, required=False)
     event_types = EventTypesField(required=False)
+
+
+class RotateSecretInput(serializers.Serializer):
+    overlap_hours = serializers.IntegerField(
+        min_value=0,
+        max_value=168,
+        required=False,
+        default=24,
+        help_text="How long the secret being replaced keeps signing deliveries too, so receivers can switch "
+        "without failures: 0 (none) to 168 (7 days). Default 24.",
+        error_messages={
+            "min_value": "The overlap must be between 0 (none) and 168 hours (7 days).",
+            "max_value": "The overlap must be between 0 (none) and 168 hours (7 days).",
+            "invalid": "The overlap is a whole number of hours, 0 to 168.",
+        },
+    )
 
 
 class EndpointOutput(serializers.ModelSerializer):
@@ -68,6 +87,7 @@ class EndpointOutput(serializers.ModelSerializer):
         help_text="When the endpoint was disabled automatically, because every delivery ended as a dead letter "
         "for days; null unless it is disabled for that reason.",
     )
+    previous_secret_expires_at = serializers.SerializerMethodField()
 
     class Meta:
         model = Endpoint
@@ -89,6 +109,7 @@ class EndpointOutput(serializers.ModelSerializer):
             "last_error_at",
             "disabled_reason",
             "disabled_automatically_at",
+            "previous_secret_expires_at",
         ]
 
     @extend_schema_field(serializers.FloatField(allow_null=True, min_value=0, max_value=1))
@@ -105,6 +126,12 @@ class EndpointOutput(serializers.ModelSerializer):
     def get_disabled_reason(self, endpoint: Endpoint) -> str | None:
         """Why the endpoint was disabled, when the system disabled it; null otherwise."""
         return endpoint.disabled_reason or None
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_previous_secret_expires_at(self, endpoint: Endpoint) -> str | None:
+        """While a rotation's overlap lasts, when the previous secret stops signing deliveries; else null."""
+        ends_at = endpoint.overlap_ends_at(now=timezone.now())
+        return None if ends_at is None else serializers.DateTimeField().to_representation(ends_at)
 
 
 def _rate(succeeded: int, ended: int) -> float | None:

@@ -3,6 +3,7 @@
 import base64
 import secrets
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -219,14 +220,65 @@ def _set_enabled(
     return endpoint
 
 
-@sensitive_variables("secret")
+OVERLAP_DEFAULT = timedelta(hours=24)
+OVERLAP_MAX = timedelta(days=7)
+OVERLAP_RANGE_MESSAGE = "The overlap must be between none (0) and 7 days."
+
+
+def validate_overlap(overlap: timedelta) -> timedelta:
+    if not isinstance(overlap, timedelta) or not timedelta(0) <= overlap <= OVERLAP_MAX:
+        raise ValidationError({"overlap": [OVERLAP_RANGE_MESSAGE]})
+    return overlap
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+@sensitive_variables("secret", "previous")
 @transaction.atomic
-def endpoint_rotate_secret(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None) -> str:
-    """Give the endpoint a new signing secret and return it; it is shown only now."""
-    endpoint.secret = new_secret()
-    endpoint.save(update_fields=["secret", "updated_at"])
-    _audit(endpoint=endpoint, action=EndpointAuditEntry.Action.SECRET_ROTATED, actor=actor)
-    return endpoint.secret
+def endpoint_rotate_secret(
+    *, endpoint: Endpoint, overlap: timedelta = OVERLAP_DEFAULT, actor: AbstractBaseUser | None = None
+) -> str:
+    """Give the endpoint a new signing secret and return it; it is shown only now.
+
+    For `overlap` (none to 7 days) the secret it replaces keeps signing deliveries too,
+    so that a receiver that still knows only that one goes on verifying them while it is
+    switched over. Rotating again during an overlap ends the older secret at once.
+    """
+    validate_overlap(overlap)
+    # Locked and read again: two rotations at once must not both keep the same "previous".
+    locked = Endpoint.objects.select_for_update().only("id", "secret", "previous_secret_expires_at").get(pk=endpoint.pk)
+    now = timezone.now()
+    was = locked.overlap_ends_at(now=now)
+    secret = new_secret()
+    previous = locked.secret if overlap else None
+    expires_at = now + overlap if overlap else None
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        secret=secret, previous_secret=previous, previous_secret_expires_at=expires_at, updated_at=now
+    )
+    endpoint.secret, endpoint.previous_secret, endpoint.previous_secret_expires_at = secret, previous, expires_at
+    changes = {"previous_secret_expires_at": [_iso(was), _iso(expires_at)]} if was or expires_at else {}
+    _audit(endpoint=endpoint, action=EndpointAuditEntry.Action.SECRET_ROTATED, actor=actor, changes=changes)
+    return secret
+
+
+@transaction.atomic
+def endpoint_end_overlap(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None) -> bool:
+    """Stop signing with the previous secret now, before its overlap runs out. Returns
+    whether there was an overlap to end; ending none is harmless."""
+    locked = Endpoint.objects.select_for_update().only("id", "previous_secret_expires_at").get(pk=endpoint.pk)
+    now = timezone.now()
+    was = locked.overlap_ends_at(now=now)
+    # Also forgets a previous secret whose overlap has run out: it is of no more use.
+    cleared = {"previous_secret": None, "previous_secret_expires_at": None}
+    Endpoint.objects.filter(pk=endpoint.pk).update(**cleared, **({"updated_at": now} if was else {}))
+    endpoint.previous_secret = endpoint.previous_secret_expires_at = None
+    if was is None:
+        return False
+    changes = {"previous_secret_expires_at": [_iso(was), None]}
+    _audit(endpoint=endpoint, action=EndpointAuditEntry.Action.OVERLAP_ENDED, actor=actor, changes=changes)
+    return True
 
 
 @transaction.atomic
@@ -240,7 +292,8 @@ def endpoint_delete(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None
 
 
 def endpoint_secrets_reencrypt(*, batch_size: int = 500) -> int:
-    """Re-encrypt every signing secret with the newest encryption key, in batches.
+    """Re-encrypt every signing secret, current and previous, with the newest encryption
+    key, in batches. A previous secret whose overlap has run out is dropped instead.
 
     Reading decrypts with whichever key made a secret; saving encrypts with the newest.
     Raises ValueError, and changes nothing in that batch, if a secret cannot be decrypted.
@@ -254,10 +307,16 @@ def endpoint_secrets_reencrypt(*, batch_size: int = 500) -> int:
                 Endpoint.objects.select_for_update()
                 .filter(id__gt=last_id)
                 .order_by("id")
-                .only("id", "secret")[:batch_size]
+                .only("id", "secret", "previous_secret", "previous_secret_expires_at")[:batch_size]
             )
+            now = timezone.now()
             for endpoint in batch:
-                Endpoint.objects.filter(id=endpoint.id).update(secret=endpoint.secret)
+                keep = endpoint.previous_secret_valid(at=now)
+                Endpoint.objects.filter(id=endpoint.id).update(
+                    secret=endpoint.secret,
+                    previous_secret=endpoint.previous_secret if keep else None,
+                    previous_secret_expires_at=endpoint.previous_secret_expires_at if keep else None,
+                )
         if not batch:
             return count
         count += len(batch)

@@ -14,6 +14,7 @@ endpoint_urls = [
     path("disable/", views.EndpointDisableView.as_view(), name="disable"),
     path("enable/", views.EndpointEnableView.as_view(), name="enable"),
     path("rotate-secret/", views.EndpointRotateSecretView.as_view(), name="rotate"),
+    path("end-overlap/", views.EndpointEndOverlapView.as_view(), name="end-overlap"),
     path("delete/", views.EndpointDeleteView.as_view(), name="delete"),
 ]
 

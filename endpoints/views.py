@@ -1,6 +1,7 @@
 """Settings → Webhooks pages. Thin: parse a form, call a service, render or redirect."""
 
 import time
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -8,6 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.generic import FormView, TemplateView, View
@@ -19,7 +21,7 @@ from deliveries.services import send_test_event
 
 from . import crypto, services
 from .api import TestEventThrottle
-from .forms import EndpointForm
+from .forms import EndpointForm, RotateSecretForm
 from .models import Endpoint
 
 # Where new secrets wait, in the person's session, for the page that shows each once:
@@ -134,7 +136,8 @@ class EndpointSecretView(EndpointMixin, TemplateView):
             self.request.session[SECRET_SESSION_KEY] = waiting
             if entry and entry[1] > time.time():
                 secret = crypto.decrypt(entry[0])
-        return super().get_context_data(endpoint=endpoint, secret=secret, **kwargs)
+        overlap_ends_at = endpoint.overlap_ends_at(now=timezone.now())
+        return super().get_context_data(endpoint=endpoint, secret=secret, overlap_ends_at=overlap_ends_at, **kwargs)
 
 
 class EndpointDetailView(EndpointMixin, TemplateView):
@@ -147,7 +150,13 @@ class EndpointDetailView(EndpointMixin, TemplateView):
         test_delivery = None
         if test_id := self.request.GET.get("test"):
             test_delivery = deliveries.filter(id=test_id).first() if is_uuid(test_id) else None
-        return super().get_context_data(endpoint=endpoint, page=page, test_delivery=test_delivery, **kwargs)
+        return super().get_context_data(
+            endpoint=endpoint,
+            page=page,
+            test_delivery=test_delivery,
+            overlap_ends_at=endpoint.overlap_ends_at(now=timezone.now()),
+            **kwargs,
+        )
 
 
 class EndpointSendTestView(EndpointMixin, View):
@@ -204,16 +213,38 @@ class EndpointEnableView(EndpointConfirmView):
         return HttpResponseRedirect(self.url("detail", endpoint))
 
 
-class EndpointRotateSecretView(EndpointConfirmView):
-    action, title, button, danger = "rotate", "Rotate the signing secret?", "Rotate secret", True
+class EndpointRotateSecretView(EndpointMixin, ManagersOnlyMixin, FormView):
+    """Rotation, with a choice of how long the secret it replaces keeps signing too."""
+
+    template_name = "endpoints/rotate.html"
+    form_class = RotateSecretForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        endpoint = self.get_endpoint()
+        overlap_ends_at = endpoint.overlap_ends_at(now=timezone.now())
+        return super().get_context_data(endpoint=endpoint, overlap_ends_at=overlap_ends_at, **kwargs)
+
+    def form_valid(self, form: RotateSecretForm) -> HttpResponse:
+        endpoint = self.get_endpoint()
+        overlap = timedelta(hours=form.cleaned_data["overlap_hours"])
+        secret = services.endpoint_rotate_secret(endpoint=endpoint, overlap=overlap, actor=self.request.user)
+        return self.show_secret_once(endpoint, secret)
+
+
+class EndpointEndOverlapView(EndpointConfirmView):
+    action, title, button, danger = "end-overlap", "End the overlap now?", "End overlap now", True
     explanation = (
-        "A new secret replaces the current one at once: deliveries from now on are signed with it, "
-        "and your receiver must use it to verify them. The new secret is shown once."
+        "Deliveries stop carrying a signature made with the previous secret at once: a receiver that still "
+        "verifies with it will reject them. Do this once your receiver uses the new secret, or at once if the "
+        "previous secret may have leaked."
     )
 
     def perform(self, endpoint: Endpoint) -> HttpResponse:
-        secret = services.endpoint_rotate_secret(endpoint=endpoint, actor=self.request.user)
-        return self.show_secret_once(endpoint, secret)
+        if services.endpoint_end_overlap(endpoint=endpoint, actor=self.request.user):
+            messages.success(self.request, "Overlap ended: deliveries are signed with the current secret only.")
+        else:
+            messages.info(self.request, "There was no overlap to end.")
+        return HttpResponseRedirect(self.url("detail", endpoint))
 
 
 class EndpointDeleteView(EndpointConfirmView):

@@ -1,3 +1,4 @@
+import copy
 import os
 
 import pytest
@@ -62,6 +63,19 @@ LOOPBACK = ["127.0.0.0/8", "::1/128"]
 def _loopback_receivers(settings):
     """Test receivers listen on 127.0.0.1, which the SSRF guard refuses unless allowed."""
     settings.WEBHOOKS_ALLOWED_PRIVATE_NETWORKS = LOOPBACK
+
+
+@pytest.fixture(autouse=True)
+def _validate_event_data(settings):
+    """Every event the tests publish must match its documented schema, as in development."""
+    settings.WEBHOOKS_VALIDATE_EVENT_DATA = True
+
+
+def example(event_type: str, **changes):
+    """The catalogue's example `data` of `event_type`, with some fields changed."""
+    from endpoints.event_types import BY_NAME
+
+    return {**copy.deepcopy(BY_NAME[event_type].example), **changes}
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,12 @@
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from clientflow_webhooks.models import Membership, Workspace
 from deliveries.models import Delivery, Event
+from tests.conftest import example
 
 
 def test_create_workspace_makes_the_user_its_owner(owner, capsys):
@@ -33,11 +36,18 @@ def test_create_workspace_rejects_bad_input_and_writes_nothing(workspace, args, 
 
 def test_publish_event_records_an_event_and_its_deliveries(workspace, make_endpoint, capsys):
     make_endpoint(event_types=["task.completed"])
-    call_command("publish_event", "acme", "task.completed", "--data", '{"task_id": "t_1"}')
+    data = example("task.completed")
+    call_command("publish_event", "acme", "task.completed", "--data", json.dumps(data))
     event = Event.objects.get()
-    assert (event.type, event.data) == ("task.completed", {"task_id": "t_1"})
+    assert (event.type, event.data) == ("task.completed", data)
     assert Delivery.objects.filter(event=event).count() == 1
     assert f"Published {event.id} (task.completed) to 1 endpoint(s)." in capsys.readouterr().out
+
+
+def test_publish_event_can_send_the_documented_example(workspace, make_endpoint):
+    make_endpoint()
+    call_command("publish_event", "acme", "invoice.paid", "--example")
+    assert Event.objects.get().data == example("invoice.paid")
 
 
 @pytest.mark.parametrize(
@@ -48,6 +58,8 @@ def test_publish_event_records_an_event_and_its_deliveries(workspace, make_endpo
         (["acme", "invoice.paid", "--data", "[1, 2]"], "data: Event data must be a JSON object."),
         (["acme", "invoice.lost"], "event_type: Unknown event type: invoice.lost."),
         (["acme", "webhook.test"], "sent only by Send Test Event"),
+        (["acme", "webhook.test", "--example"], "sent only by Send Test Event"),
+        (["acme", "invoice.paid", "--data", '{"invoice_id": "inv_1"}'], "data: 'number' is a required property"),
     ],
 )
 def test_publish_event_rejects_bad_input_and_writes_nothing(workspace, make_endpoint, args, message):

@@ -33,7 +33,7 @@ def test_every_line_about_a_real_delivery_has_its_context_and_no_secret_or_paylo
     for line in about:
         assert line["delivery_id"] in (str(retried.id), str(failed.id))
         assert line["endpoint_id"] == endpoint.id
-        assert line["workspace"] == "acme"
+        assert line["workspace_id"] == workspace.id
         assert isinstance(line["attempt"], int) and line["attempt"] >= 1
         assert line["outcome"] in ("success", "transient", "permanent")
         assert line["level"] == "INFO" and line["time"].endswith("Z")
@@ -52,9 +52,9 @@ def test_every_line_about_a_real_delivery_has_its_context_and_no_secret_or_paylo
 
 def test_readable_lines_end_with_the_context():
     record = logging.LogRecord("deliveries.services", logging.INFO, __file__, 1, "delivery %s done", ("d-1",), None)
-    record.__dict__.update(delivery_id="d-1", endpoint_id=7, workspace="acme", attempt=2, outcome="success")
+    record.__dict__.update(delivery_id="d-1", endpoint_id=7, workspace_id=3, attempt=2, outcome="success")
     line = ReadableFormatter().format(record)
-    assert line.endswith("delivery d-1 done [delivery_id=d-1 endpoint_id=7 workspace=acme attempt=2 outcome=success]")
+    assert line.endswith("delivery d-1 done [delivery_id=d-1 endpoint_id=7 workspace_id=3 attempt=2 outcome=success]")
 
 
 def test_only_the_context_fields_are_written_whatever_a_record_carries():

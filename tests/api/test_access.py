@@ -7,7 +7,7 @@ from clientflow_webhooks.models import Membership, Workspace
 from deliveries.models import Delivery, Event
 from deliveries.services import event_publish
 from endpoints.models import Endpoint, EndpointAuditEntry
-from tests.conftest import make_user
+from tests.conftest import example, make_user
 
 
 @pytest.fixture
@@ -20,7 +20,9 @@ def other(db):
     endpoint, secret = endpoint_create(
         workspace=workspace, url="https://beta.example.com/hook", event_types=["invoice.paid"], actor=owner
     )
-    event = event_publish(workspace=workspace, event_type="invoice.paid", data={"invoice_id": "b1"})
+    event = event_publish(
+        workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id="inv_b1")
+    )
     return {"workspace": workspace, "endpoint": endpoint, "secret": secret, "delivery": event.deliveries.get()}
 
 
@@ -103,7 +105,9 @@ WRITES = {"post-create", "patch", "delete", "disable", "enable", "test", "rotate
 @pytest.fixture
 def target(workspace, make_endpoint):
     endpoint, _ = make_endpoint()
-    delivery = event_publish(workspace=workspace, event_type="invoice.paid", data={}).deliveries.get()
+    delivery = event_publish(
+        workspace=workspace, event_type="invoice.paid", data=example("invoice.paid")
+    ).deliveries.get()
     return endpoint, delivery
 
 

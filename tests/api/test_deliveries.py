@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryAttempt
 from deliveries.services import event_publish, send_test_event
+from tests.conftest import example
 
 BASE = "/api/v1/workspaces/acme/deliveries/"
 
@@ -19,8 +20,8 @@ def history(workspace, make_endpoint):
     """Two endpoints and five deliveries of different types and statuses."""
     paid, _ = make_endpoint(url="https://a.example.com/", event_types=["invoice.paid", "task.created"])
     tasks, _ = make_endpoint(url="https://b.example.com/", event_types=["task.created"])
-    event_publish(workspace=workspace, event_type="invoice.paid", data={"n": 1})
-    event_publish(workspace=workspace, event_type="task.created", data={"n": 2})
+    event_publish(workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id="inv_1"))
+    event_publish(workspace=workspace, event_type="task.created", data=example("task.created"))
     send_test_event(endpoint=tasks)
     Delivery.objects.filter(endpoint=paid, event__type="invoice.paid").update(status="succeeded")
     Delivery.objects.filter(endpoint=tasks, event__type="task.created").update(status="exhausted")
@@ -107,7 +108,7 @@ def test_detail_shows_payload_and_every_attempt(client, history):
     body = client.get(f"{BASE}{delivery.id}/").json()
     assert body["event_id"] == delivery.event.id
     assert body["event_type"] == "invoice.paid"
-    assert body["payload"]["data"] == {"n": 1}
+    assert body["payload"]["data"] == example("invoice.paid", invoice_id="inv_1")
     assert body["payload"]["id"] == delivery.event.id
     [attempt] = body["attempts"]
     assert attempt == {

@@ -1,11 +1,14 @@
 import re
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from deliveries.models import Delivery
 from deliveries.services import event_publish
+from endpoints.event_types import BY_NAME
 from endpoints.models import Endpoint, EndpointAuditEntry
 from endpoints.services import endpoint_create
+from tests.conftest import example
 
 BASE = "/api/v1/workspaces/acme/endpoints/"
 GOOD = {"url": "https://hooks.example.com/in", "event_types": ["invoice.paid", "task.created"], "description": "CRM"}
@@ -25,8 +28,20 @@ def test_event_types_lists_the_catalogue_without_webhook_test(api, db):
     names = [t["name"] for t in body]
     assert len(names) == 13
     assert "webhook.test" not in names
-    assert {"name": "invoice.paid", "description": "An invoice was paid in full.", "group": "invoice"} in body
+    paid = next(t for t in body if t["name"] == "invoice.paid")
+    assert (paid["description"], paid["group"]) == ("An invoice was paid in full.", "invoice")
     assert {t["group"] for t in body} == {"project", "task", "client", "invoice", "team"}
+
+
+def test_event_types_carry_the_schema_and_example_of_their_data(api, db):
+    body = api.get("/api/v1/event-types/").json()
+    for served in body:
+        catalogued = BY_NAME[served["name"]]
+        assert served["schema"] == catalogued.schema
+        assert served["example"] == catalogued.example
+        Draft202012Validator(served["schema"]).validate(served["example"])
+    paid = next(t for t in body if t["name"] == "invoice.paid")
+    assert paid["schema"]["required"] == ["invoice_id", "number", "amount", "currency", "client", "paid_at", "method"]
 
 
 def test_create_returns_201_with_the_secret_once(client):
@@ -146,7 +161,9 @@ def test_rotate_secret_returns_a_new_secret_in_that_response_only(client):
 
 def test_delete_keeps_deliveries_as_history(client, workspace):
     created = create(client).json()
-    delivery = event_publish(workspace=workspace, event_type="invoice.paid", data={}).deliveries.get()
+    delivery = event_publish(
+        workspace=workspace, event_type="invoice.paid", data=example("invoice.paid")
+    ).deliveries.get()
     assert client.delete(f"{BASE}{created['id']}/").status_code == 204
     assert client.get(f"{BASE}{created['id']}/").status_code == 404
     delivery.refresh_from_db()
@@ -174,7 +191,9 @@ def test_audit_records_every_change_with_who_and_when(client, owner):
 
 def test_health_figures_count_the_last_24_hours(client, workspace):
     created = create(client).json()
-    event_ids = [event_publish(workspace=workspace, event_type="invoice.paid", data={}).id for _ in range(4)]
+    event_ids = [
+        event_publish(workspace=workspace, event_type="invoice.paid", data=example("invoice.paid")).id for _ in range(4)
+    ]
     deliveries = Delivery.objects.filter(event_id__in=event_ids).order_by("created_at")
     statuses = ["succeeded", "succeeded", "exhausted", "pending"]
     for delivery, status in zip(deliveries, statuses, strict=True):
@@ -202,7 +221,7 @@ def test_the_secret_appears_only_in_create_and_rotate_responses(client, workspac
     call("post", url + "disable/")
     call("post", url + "enable/")
     delivery = call("post", url + "test/").json()
-    event_publish(workspace=workspace, event_type="invoice.paid", data={"n": 1})
+    event_publish(workspace=workspace, event_type="invoice.paid", data=example("invoice.paid"))
     call("get", "/api/v1/workspaces/acme/deliveries/")
     call("get", f"/api/v1/workspaces/acme/deliveries/{delivery['id']}/")
     call("get", url + "audit/")

@@ -51,6 +51,7 @@ def test_schema_is_served_and_documents_every_route(schema, api):
         "/api/v1/workspaces/{slug}/endpoints/{endpoint_id}/enable/",
         "/api/v1/workspaces/{slug}/endpoints/{endpoint_id}/test/",
         "/api/v1/workspaces/{slug}/endpoints/{endpoint_id}/rotate-secret/",
+        "/api/v1/workspaces/{slug}/endpoints/{endpoint_id}/end-overlap/",
         "/api/v1/workspaces/{slug}/endpoints/{endpoint_id}/audit/",
         "/api/v1/workspaces/{slug}/deliveries/",
         "/api/v1/workspaces/{slug}/deliveries/{delivery_id}/",
@@ -66,7 +67,7 @@ def test_generated_requests_get_no_500_and_conform_to_the_schema(
     member = make_user("mia", workspace, Membership.Role.MEMBER)
     tokens = [Token.objects.create(user=user).key for user in (member, owner)]
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 13
+    assert len(operations) == 14
     calls = {"count": 0, "statuses": set()}
     skipped: list[str] = []
 
@@ -102,7 +103,7 @@ def test_generated_requests_get_no_500_and_conform_to_the_schema(
 
     # Their only input is the workspace slug, which a URL pattern keeps valid.
     assert set(skipped) <= {"GET /api/v1/event-types/", "GET /api/v1/workspaces/{slug}/endpoints/"}
-    assert calls["count"] >= 13 * 2
+    assert calls["count"] >= 14 * 2
     # Both successes and refusals were exercised, not only one kind of answer.
     assert {200, 404} <= calls["statuses"]
     assert calls["statuses"] & {400, 403}

@@ -8,6 +8,7 @@ from deliveries.models import Delivery
 from deliveries.services import event_publish
 from deliveries.signing import signature_matches
 from endpoints.services import endpoint_rotate_secret, endpoint_update
+from tests.conftest import example
 from tests.deliveries.test_admin import make_staff
 from tests.services import Worker, wait_for
 
@@ -23,7 +24,7 @@ def test_support_replays_an_exhausted_delivery_from_the_admin(
         endpoint, _ = make_endpoint(url=receiver.url("/outage"))
         receiver.script("/outage", 500, 503, 502, 500)  # down for four attempts, then healthy
         delivery = event_publish(
-            workspace=workspace, event_type="invoice.paid", data={"invoice_id": "inv_9"}
+            workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id="inv_9")
         ).deliveries.get()
         wait_for(lambda: Delivery.objects.get(id=delivery.id).status == "exhausted", timeout=30, message="exhaustion")
         # While it was down, the customer moved the endpoint and rotated its secret:

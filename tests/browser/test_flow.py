@@ -12,6 +12,7 @@ from deliveries.services import event_publish
 from deliveries.signing import signature_matches
 from endpoints.models import Endpoint
 from tests.browser.conftest import log_in
+from tests.conftest import example
 from tests.services import wait_for
 
 pytestmark = pytest.mark.services
@@ -70,7 +71,9 @@ def test_create_read_secret_once_test_disable_enable(page, worker, receiver, own
     expect(page.get_by_text("Endpoint disabled")).to_be_visible()
     remember()
     endpoint = Endpoint.objects.get()
-    while_disabled = event_publish(workspace=workspace, event_type="invoice.paid", data={"n": "disabled"})
+    while_disabled = event_publish(
+        workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id="inv_disabled")
+    )
     assert not while_disabled.deliveries.exists()
 
     # Enable: the next event arrives, signed with the same secret.
@@ -78,12 +81,14 @@ def test_create_read_secret_once_test_disable_enable(page, worker, receiver, own
     page.get_by_role("button", name="Enable endpoint").click()
     expect(page.get_by_text("Endpoint enabled")).to_be_visible()
     remember()
-    after = event_publish(workspace=workspace, event_type="invoice.paid", data={"n": "enabled"})
+    after = event_publish(
+        workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id="inv_enabled")
+    )
     delivery = after.deliveries.get(endpoint=endpoint)
     wait_for(lambda: Delivery.objects.get(id=delivery.id).status == "succeeded", message="the delivery after enable")
     time.sleep(0.5)
     bodies = [json.loads(r.body)["data"] for r in receiver.received("/browser")]
-    assert bodies[1:] == [{"n": "enabled"}]
+    assert bodies[1:] == [example("invoice.paid", invoice_id="inv_enabled")]
     last = receiver.received("/browser")[-1]
     assert signature_matches(secret=secret, body=last.body, header=last.headers["X-ClientFlow-Signature"])
 

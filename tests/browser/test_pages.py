@@ -1,8 +1,10 @@
 """The settings pages as a person uses them, in Chromium."""
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from clientflow_webhooks.models import Membership, Workspace
@@ -100,3 +102,35 @@ def test_the_workspace_switcher_works_from_the_keyboard(signed_in, owner):
     signed_in.keyboard.press("Enter")
     expect(signed_in).to_have_url(re.compile(r"/workspaces/beta/settings/webhooks/$"))
     expect(signed_in.get_by_role("heading", name="No endpoints yet")).to_be_visible()
+
+
+def test_rotate_with_an_overlap_see_when_it_ends_and_end_it_early(signed_in, workspace):
+    endpoint, old = endpoint_create(
+        workspace=workspace, url="https://hooks.example.com/in", event_types=["task.created"]
+    )
+    signed_in.goto(f"{BASE}{endpoint.id}/")
+    signed_in.get_by_role("link", name="Rotate secret").click()
+    expect(signed_in.get_by_label("24 hours")).to_be_checked()  # the default
+    signed_in.get_by_label("7 days").check()
+    signed_in.get_by_role("button", name="Rotate secret").click()
+
+    # The new secret, once, and when the old one stops signing.
+    expect(signed_in.get_by_text("It will not be shown again")).to_be_visible()
+    new = signed_in.get_by_label("Signing secret").input_value()
+    stored = Endpoint.objects.get(id=endpoint.id)
+    assert new == stored.secret != old
+    ends = stored.previous_secret_expires_at.strftime("%Y-%m-%d %H:%M")
+    assert stored.previous_secret_expires_at - timezone.now() > timedelta(days=6, hours=23)
+    expect(signed_in.locator("#overlap")).to_contain_text(f"Until {ends} UTC the previous secret signs deliveries too")
+
+    # The endpoint's page says it too, and ends it early after a confirmation.
+    signed_in.get_by_role("link", name="Go to the endpoint").click()
+    overlap = signed_in.locator("#overlap")
+    expect(overlap).to_contain_text(f"Overlap: the previous secret also signs deliveries until {ends} UTC")
+    overlap.get_by_role("link", name="End overlap now").click()
+    expect(signed_in.get_by_role("heading", name="End the overlap now?")).to_be_visible()
+    assert Endpoint.objects.get(id=endpoint.id).previous_secret == old  # nothing changes before the POST
+    signed_in.get_by_role("button", name="End overlap now").click()
+    expect(signed_in.get_by_text("Overlap ended: deliveries are signed with the current secret only.")).to_be_visible()
+    expect(signed_in.locator("#overlap")).to_have_count(0)
+    assert Endpoint.objects.get(id=endpoint.id).secrets_valid(at=timezone.now()) == [new]

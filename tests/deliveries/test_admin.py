@@ -11,6 +11,7 @@ from django.utils import timezone
 from deliveries.models import Delivery, DeliveryAttempt, DeliveryReplay
 from deliveries.services import event_publish
 from endpoints.services import endpoint_delete, endpoint_disable
+from tests.conftest import example
 
 CHANGELIST = reverse("admin:deliveries_deadletter_changelist")
 
@@ -30,7 +31,7 @@ def dead(workspace, make_endpoint):
     endpoints = {}
     for name in ("healthy", "disabled", "deleted"):
         endpoints[name], _ = make_endpoint(url=f"https://{name}.example.com/hook")
-    event = event_publish(workspace=workspace, event_type="invoice.paid", data={"invoice_id": "inv_1"})
+    event = event_publish(workspace=workspace, event_type="invoice.paid", data=example("invoice.paid"))
     for delivery in event.deliveries.all():
         DeliveryAttempt.objects.create(
             delivery=delivery, number=1, started_at=timezone.now(), duration_ms=5, response_status=500,

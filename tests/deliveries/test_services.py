@@ -1,4 +1,5 @@
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -9,11 +10,13 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
 
 from deliveries import selectors, services
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from deliveries.signing import signature_header
 from endpoints.services import endpoint_disable
+from tests.conftest import example
 
 URL = "https://hooks.example.com/clientflow"
 
@@ -63,7 +66,7 @@ def fast_retries(settings):
 
 
 def publish(workspace, event_type="invoice.paid", data=None):
-    return services.event_publish(workspace=workspace, event_type=event_type, data=data or {"invoice_id": "inv_1"})
+    return services.event_publish(workspace=workspace, event_type=event_type, data=data or example(event_type))
 
 
 def make_due(delivery_id):
@@ -99,16 +102,17 @@ def test_publish_writes_one_pending_delivery_per_subscribed_enabled_endpoint(
 
 
 def test_publish_body_is_compact_json_in_the_documented_shape(workspace, enqueued):
-    event = publish(workspace, data={"invoice_id": "inv_9", "amount": "10.00", "währung": "€"})
+    data = example("invoice.paid", invoice_id="inv_9", client={"id": "cli_9", "name": "Bäckerei Müller €"})
+    event = publish(workspace, data=data)
     body = json.loads(event.payload)
     assert list(body) == ["id", "type", "created_at", "workspace", "data"]
     assert body["id"] == event.id and event.id.startswith("evt_")
     assert body["type"] == "invoice.paid"
     assert body["workspace"] == "acme"
-    assert body["data"] == {"invoice_id": "inv_9", "amount": "10.00", "währung": "€"}
+    assert body["data"] == data
     assert body["created_at"].endswith("Z")
     assert body["created_at"] == event.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    assert " " not in event.payload.replace("ä", "").replace("€", "").split('"data"')[0]
+    assert " " not in event.payload.split('"data"')[0]
 
 
 def test_publish_inside_a_rolled_back_transaction_enqueues_nothing(
@@ -190,14 +194,19 @@ def test_successful_attempt_sends_signed_body_and_headers(workspace, make_endpoi
     assert sent.headers["X-ClientFlow-Event"] == "invoice.paid"
     assert sent.headers["X-ClientFlow-Delivery"] == str(delivery.id)
     assert sent.headers["X-ClientFlow-Signature"] == signature_header(secret=secret, body=sent.body)
+    assert sent.headers["webhook-id"] == event.id
+    assert abs(int(sent.headers["webhook-timestamp"]) - time.time()) < 5
+    assert sent.headers["X-ClientFlow-Timestamp"] == sent.headers["webhook-timestamp"]
+    assert Webhook(secret).verify(sent.body, dict(sent.headers)) == json.loads(event.payload)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempt_count, delivery.last_status_code) == ("succeeded", 1, 204)
     assert delivery.locked_until is None and delivery.completed_at is not None
     assert attempt.outcome == "success" and attempt.number == 1
     assert attempt.request_headers["X-ClientFlow-Delivery"] == str(delivery.id)
     assert secret not in json.dumps(attempt.request_headers)
-    stored = attempt.request_headers["X-ClientFlow-Signature"]
-    assert stored.endswith("…") and stored != sent.headers["X-ClientFlow-Signature"]
+    for name in ("X-ClientFlow-Signature", "webhook-signature"):
+        stored = attempt.request_headers[name]
+        assert stored.endswith("…") and stored != sent.headers[name]
 
 
 def drain_until_ended(delivery, enqueued):
@@ -426,9 +435,11 @@ def test_an_event_body_over_the_limit_is_refused(workspace, make_endpoint, enque
     settings.WEBHOOKS_MAX_PAYLOAD_BYTES = 1000
     make_endpoint()
     with pytest.raises(ValidationError, match="at most 1000 are allowed"):
-        services.event_publish(workspace=workspace, event_type="invoice.paid", data={"blob": "x" * 1000})
+        services.event_publish(
+            workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", number="x" * 1000)
+        )
     assert not Event.objects.exists()
-    publish(workspace, data={"blob": "x" * 800})  # under the limit: fine
+    publish(workspace, data=example("invoice.paid", number="x" * 500))  # under the limit: fine
 
 
 # --- draining an endpoint: batches, budget, slots, wake-ups --------------------------
@@ -484,7 +495,7 @@ def test_a_slow_endpoint_holds_no_batch_of_another(workspace, make_endpoint, enq
     responses.post("https://slow.example.com/", status=503)
     responses.post(URL, status=204)
     publish(workspace)
-    fast_delivery = publish(workspace, event_type="task.created", data={"task_id": 1}).deliveries.get()
+    fast_delivery = publish(workspace, event_type="task.created").deliveries.get()
 
     services.endpoint_drain(endpoint_id=slow.id)
 
@@ -549,16 +560,22 @@ def test_publishing_in_bulk_is_a_constant_number_of_queries_and_one_wake_up_per_
     first, _ = make_endpoint(url="https://a.example.com/")
     second, _ = make_endpoint(url="https://b.example.com/")
     with CaptureQueriesContext(connection) as three:
-        services.events_publish(workspace=workspace, event_type="invoice.paid", data_list=[{"n": n} for n in range(3)])
+        services.events_publish(
+            workspace=workspace,
+            event_type="invoice.paid",
+            data_list=[example("invoice.paid", invoice_id=f"inv_{n}") for n in range(3)],
+        )
     with (
         CaptureQueriesContext(connection) as hundred,
         django_capture_on_commit_callbacks(execute=True),
     ):
         events = services.events_publish(
-            workspace=workspace, event_type="invoice.paid", data_list=[{"n": n} for n in range(100)]
+            workspace=workspace,
+            event_type="invoice.paid",
+            data_list=[example("invoice.paid", invoice_id=f"inv_{n}") for n in range(100)],
         )
     assert len(hundred.captured_queries) == len(three.captured_queries)
-    assert [json.loads(e.payload)["data"] for e in events] == [{"n": n} for n in range(100)]
+    assert [json.loads(e.payload)["data"]["invoice_id"] for e in events] == [f"inv_{n}" for n in range(100)]
     assert Delivery.objects.filter(event__in=events).count() == 200
     assert enqueued == [([first.id, second.id], None)]
 
@@ -657,7 +674,9 @@ def test_a_large_fan_out_is_written_by_copy_with_the_same_rows(
     endpoints = [make_endpoint(url=f"https://h{n}.example.com/")[0] for n in range(3)]
     monkeypatch.setattr(services, "COPY_THRESHOLD", 2)
     with django_capture_on_commit_callbacks(execute=True):
-        events = services.events_publish(workspace=workspace, event_type="invoice.paid", data_list=[{"n": 1}, {"n": 2}])
+        events = services.events_publish(
+            workspace=workspace, event_type="invoice.paid", data_list=[example("invoice.paid")] * 2
+        )
     rows = Delivery.objects.filter(event__in=events)
     assert sorted((d.event_id, d.endpoint_id) for d in rows) == sorted(
         (e.id, endpoint.id) for e in events for endpoint in endpoints

@@ -4,9 +4,7 @@ import base64
 import itertools
 import json
 import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from uuid import UUID
@@ -17,40 +15,27 @@ from django.db import connection, transaction
 from deliveries.models import Delivery
 from deliveries.services import event_publish, events_publish
 from endpoints.services import endpoint_create, endpoint_disable, endpoint_enable
-from tests.services import ROOT, TIMEOUT, Worker, wait_for
+from tests import docs
+from tests.conftest import example
+from tests.services import TIMEOUT, Worker, wait_for
 
 pytestmark = pytest.mark.services
 
 
-def readme_block(language: str, marker: str) -> str:
-    """The README's code block in `language` that contains `marker`."""
-    readme = (ROOT / "README.md").read_text()
-    for block in re.findall(rf"```{language}\n(.*?)```", readme, flags=re.S):
-        if marker in block:
-            return block
-    raise AssertionError(f"no {language} block with {marker!r} in the README")
-
-
 def python_verifier():
+    """The documented X-ClientFlow-Signature check in Python, from docs/receiving.md."""
     namespace: dict = {}
-    exec(readme_block("python", "def verify_webhook"), namespace)
-    return namespace["verify_webhook"]
+    exec(docs.example("python-verify-documented"), namespace)
+    return namespace["verify_clientflow_signature"]
 
 
 def node_verifier(cases: list[tuple[bytes, str, str]], tmp_path) -> list[bool]:
-    node = shutil.which("node")
-    assert node, "node is needed to run the documented Node.js verifier"
-    script = tmp_path / "verify.mjs"
-    script.write_text(
-        readme_block("js", "function verifyWebhook")
-        + '\nimport { readFileSync } from "fs";\n'
-        + "const cases = JSON.parse(readFileSync(0, 'utf8'));\n"
-        + "const results = cases.map(c => verifyWebhook(Buffer.from(c.body, 'base64'), c.header, c.secret));\n"
-        + "console.log(JSON.stringify(results));\n"
-    )
-    payload = json.dumps([{"body": base64.b64encode(b).decode(), "header": h, "secret": s} for b, h, s in cases])
-    out = subprocess.run([node, str(script)], input=payload, capture_output=True, text=True, timeout=30, check=True)
-    return json.loads(out.stdout)
+    """The documented Node.js function, from docs/receiving.md, run by `node`."""
+    runs = [
+        {"body": base64.b64encode(body).decode(), "headers": {"x-clientflow-signature": header}, "secret": secret}
+        for body, header, secret in cases
+    ]
+    return docs.run(["node-verify"], 'verifyWebhook(body, headers["x-clientflow-signature"], secret)', runs, tmp_path)
 
 
 def wait_ended(delivery: Delivery, timeout: float = 30) -> Delivery:
@@ -71,14 +56,15 @@ def make(workspace):
 
 
 def publish(workspace, event_type="invoice.paid", data=None):
-    return event_publish(workspace=workspace, event_type=event_type, data=data or {"invoice_id": "inv_42"})
+    return event_publish(workspace=workspace, event_type=event_type, data=data or example(event_type))
 
 
 def test_published_event_arrives_once_with_the_documented_body_headers_and_signature(
     worker, receiver, workspace, make, tmp_path
 ):
     _endpoint, secret = make(receiver.url("/hook"))
-    event = publish(workspace, data={"invoice_id": "inv_42", "amount": "1200.00", "client": {"name": "Zoë"}})
+    data = example("invoice.paid", client={"id": "cli_7", "name": "Zoë"})
+    event = publish(workspace, data=data)
     delivery = wait_ended(event.deliveries.get())
     assert delivery.status == Delivery.Status.SUCCEEDED
     time.sleep(1)  # room for a duplicate to show up, if there were one
@@ -90,7 +76,7 @@ def test_published_event_arrives_once_with_the_documented_body_headers_and_signa
     assert body["id"] == event.id
     assert body["type"] == "invoice.paid"
     assert body["workspace"] == "acme"
-    assert body["data"] == {"invoice_id": "inv_42", "amount": "1200.00", "client": {"name": "Zoë"}}
+    assert body["data"] == data
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["created_at"])
     assert b", " not in got.body and b": " not in got.body  # compact
     assert got.headers["Content-Type"] == "application/json"
@@ -102,10 +88,10 @@ def test_published_event_arrives_once_with_the_documented_body_headers_and_signa
 
     verify = python_verifier()
     assert verify(got.body, signature, secret)
-    assert not verify(got.body.replace(b"1200", b"1201"), signature, secret)
+    assert not verify(got.body.replace(b"125000", b"125001"), signature, secret)
     assert not verify(got.body, signature, secret[:-2] + "xx")
     assert not verify(got.body, "sha256=é" + signature[8:], secret)  # refused, not an exception
-    tampered = got.body.replace(b"1200", b"1201")
+    tampered = got.body.replace(b"125000", b"125001")
     assert node_verifier([(got.body, signature, secret), (tampered, signature, secret)], tmp_path) == [True, False]
 
     [attempt] = delivery.attempts.all()
@@ -221,12 +207,12 @@ def test_untrusted_certificate_fails_the_attempt_whatever_the_environment_trusts
 def test_publish_in_a_rolled_back_transaction_delivers_nothing(worker, receiver, workspace, make):
     make(receiver.url("/hook"))
     with pytest.raises(RuntimeError), transaction.atomic():
-        publish(workspace, data={"which": "rolled back"})
+        publish(workspace, data=example("invoice.paid", invoice_id="inv_rolledback"))
         raise RuntimeError("the caller's transaction fails")
-    sentinel = publish(workspace, data={"which": "committed"})
+    sentinel = publish(workspace, data=example("invoice.paid", invoice_id="inv_committed"))
     wait_ended(sentinel.deliveries.get())
     time.sleep(1)
-    assert [json.loads(r.body)["data"]["which"] for r in receiver.received()] == ["committed"]
+    assert [json.loads(r.body)["data"]["invoice_id"] for r in receiver.received()] == ["inv_committed"]
 
 
 def test_only_subscribed_enabled_endpoints_receive_an_event(worker, receiver, workspace, make):
@@ -259,16 +245,16 @@ def test_disabled_endpoint_receives_nothing_and_after_enable_the_same_secret_sig
     sentinel_endpoint, _ = make(receiver.url("/sentinel"))
     endpoint_disable(endpoint=endpoint)
 
-    event = publish(workspace, data={"n": 1})
+    event = publish(workspace, data=example("invoice.paid", invoice_id="inv_1"))
     assert list(event.deliveries.values_list("endpoint_id", flat=True)) == [sentinel_endpoint.id]
     wait_ended(event.deliveries.get())
     assert receiver.received("/toggle") == []
 
     endpoint_enable(endpoint=endpoint)
-    later = publish(workspace, data={"n": 2})
+    later = publish(workspace, data=example("invoice.paid", invoice_id="inv_2"))
     wait_ended(later.deliveries.get(endpoint=endpoint))
     [got] = receiver.received("/toggle")
-    assert json.loads(got.body)["data"] == {"n": 2}
+    assert json.loads(got.body)["data"]["invoice_id"] == "inv_2"
     assert python_verifier()(got.body, got.headers["X-ClientFlow-Signature"], secret)
 
 
@@ -305,7 +291,11 @@ def test_workers_claiming_at_once_never_claim_the_same_delivery(
     settings.WEBHOOKS_BATCH_SIZE = 10
     endpoint, _ = make("https://hooks.example.com/in")
     for _ in range(5):
-        events_publish(workspace=workspace, event_type="invoice.paid", data_list=[{"n": n} for n in range(40)])
+        events_publish(
+            workspace=workspace,
+            event_type="invoice.paid",
+            data_list=[example("invoice.paid", invoice_id=f"inv_{n}") for n in range(40)],
+        )
         barrier = threading.Barrier(4)
         claims: list[list[str]] = []
 

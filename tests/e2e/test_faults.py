@@ -19,6 +19,7 @@ from django.db import connection
 
 from deliveries.models import Delivery
 from deliveries.services import event_publish
+from tests.conftest import example
 from tests.services import SESSION_QUEUE, Worker, wait_for
 
 pytestmark = pytest.mark.services
@@ -27,7 +28,7 @@ FAST = {"WEBHOOKS_RETRY_DELAYS": "0.2,0.2,0.2"}
 
 
 def publish_many(workspace, n, event_type="invoice.paid"):
-    return [event_publish(workspace=workspace, event_type=event_type, data={"n": i}).id for i in range(n)]
+    return [event_publish(workspace=workspace, event_type=event_type, data=example(event_type)).id for _ in range(n)]
 
 
 def wait_all_ended(event_ids, timeout=90):

@@ -79,7 +79,7 @@ def test_the_web_process_metrics_log_and_email_show_what_a_worker_delivered(
     assert {line["delivery_id"] for line in about} == ids
     for line in about:
         assert line["endpoint_id"] in (ok.id, gone.id)
-        assert line["workspace"] == "acme"
+        assert line["workspace_id"] == workspace.id
         assert line["attempt"] >= 1
         assert line["outcome"] in ("success", "transient", "permanent")
     log = worker.log.read_text()

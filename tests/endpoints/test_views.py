@@ -7,7 +7,7 @@ from clientflow_webhooks.models import Membership, Workspace
 from deliveries.models import Delivery, DeliveryAttempt
 from deliveries.services import event_publish
 from endpoints.models import Endpoint
-from tests.conftest import make_user
+from tests.conftest import example, make_user
 
 BASE = "/workspaces/acme/settings/webhooks/"
 GOOD = {"url": "https://hooks.example.com/in", "description": "CRM", "event_types": ["invoice.paid", "task.created"]}
@@ -116,7 +116,7 @@ def test_edit_keeps_the_secret_and_delete_keeps_the_history(browser_client, work
     browser_client.post(f"{BASE}{endpoint.id}/edit/", {**GOOD, "url": "https://new.example.com/in"})
     assert Endpoint.objects.get().url == "https://new.example.com/in"
     assert Endpoint.objects.get().secret == endpoint.secret
-    event_publish(workspace=workspace, event_type="invoice.paid", data={})
+    event_publish(workspace=workspace, event_type="invoice.paid", data=example("invoice.paid"))
     browser_client.post(f"{BASE}{endpoint.id}/delete/")
     assert not Endpoint.objects.exists()
     assert Delivery.objects.get().endpoint is None
@@ -124,7 +124,9 @@ def test_edit_keeps_the_secret_and_delete_keeps_the_history(browser_client, work
 
 def test_delivery_page_shows_payload_and_attempts(browser_client, workspace):
     create(browser_client)
-    delivery = event_publish(workspace=workspace, event_type="invoice.paid", data={"invoice": "inv_7"}).deliveries.get()
+    delivery = event_publish(
+        workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id="inv_7")
+    ).deliveries.get()
     DeliveryAttempt.objects.create(
         delivery=delivery,
         number=1,
@@ -165,7 +167,9 @@ def test_outsiders_get_404_everywhere(client, workspace):
     client.force_login(owner)
     create(client)
     endpoint = Endpoint.objects.get()
-    delivery = event_publish(workspace=workspace, event_type="invoice.paid", data={}).deliveries.get()
+    delivery = event_publish(
+        workspace=workspace, event_type="invoice.paid", data=example("invoice.paid")
+    ).deliveries.get()
     other = Workspace.objects.create(slug="beta", name="Beta")
     client.force_login(make_user("bob", other, Membership.Role.OWNER))
     paths = ["", "new/", f"deliveries/{delivery.id}/"] + [
@@ -227,7 +231,9 @@ def test_deliveries_table_paginates_and_odd_parameters_are_harmless(browser_clie
     create(browser_client)
     endpoint = Endpoint.objects.get()
     for n in range(25):
-        event_publish(workspace=workspace, event_type="invoice.paid", data={"n": n})
+        event_publish(
+            workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id=f"inv_{n}")
+        )
     first = browser_client.get(f"{BASE}{endpoint.id}/")
     assert len(first.context["page"].object_list) == 20
     assert "Page 1 of 2" in first.content.decode()
@@ -248,7 +254,9 @@ def test_success_rate_never_rounds_up_to_100(browser_client, workspace):
     create(browser_client)
     endpoint = Endpoint.objects.get()
     for n in range(200):
-        event_publish(workspace=workspace, event_type="invoice.paid", data={"n": n})
+        event_publish(
+            workspace=workspace, event_type="invoice.paid", data=example("invoice.paid", invoice_id=f"inv_{n}")
+        )
     Delivery.objects.update(status="succeeded")
     Delivery.objects.filter(id=Delivery.objects.first().id).update(status="exhausted")
     assert "99.5 %" in browser_client.get(f"{BASE}{endpoint.id}/").content.decode()
@@ -271,3 +279,76 @@ def test_the_waiting_secret_is_encrypted_in_the_session(browser_client):
     stored = Session.objects.get().session_data
     assert endpoint.secret not in stored
     assert endpoint.secret not in str(Session.objects.get().get_decoded())
+
+
+def test_rotate_offers_the_overlap_with_24_hours_chosen(browser_client):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    page = browser_client.get(f"{BASE}{endpoint.id}/rotate-secret/").content.decode()
+    for value, label in [("0", "None"), ("1", "1 hour"), ("24", "24 hours"), ("168", "7 days")]:
+        assert f'value="{value}"' in page and label in page
+    assert '<input type="radio" name="overlap_hours" value="24" id="id_overlap_hours_2" checked>' in page
+    assert page.count(" checked>") == 1
+    assert Endpoint.objects.get().secret == endpoint.secret  # a GET changes nothing
+
+
+def test_rotate_with_an_overlap_shows_when_it_ends_and_it_can_be_ended_early(browser_client):
+    create(browser_client)
+    old = Endpoint.objects.get()
+    response = browser_client.post(f"{BASE}{old.id}/rotate-secret/", {"overlap_hours": "168"})
+    rotated = Endpoint.objects.get()
+    ends = rotated.previous_secret_expires_at.strftime("%Y-%m-%d %H:%M")
+    secret_page = browser_client.get(response["Location"]).content.decode()
+    assert rotated.secret in secret_page and old.secret not in secret_page
+    assert "Until <time" in secret_page and ends in secret_page
+    detail = browser_client.get(f"{BASE}{old.id}/").content.decode()
+    assert "Overlap: the previous secret also signs deliveries until" in detail and ends in detail
+    assert f'href="{BASE}{old.id}/end-overlap/"' in detail
+
+    confirm = browser_client.get(f"{BASE}{old.id}/end-overlap/").content.decode()
+    assert "End the overlap now?" in confirm
+    assert Endpoint.objects.get().previous_secret is not None  # a GET changes nothing
+    ended = browser_client.post(f"{BASE}{old.id}/end-overlap/", follow=True).content.decode()
+    assert "Overlap ended: deliveries are signed with the current secret only." in ended
+    assert "Overlap:" not in ended
+    assert Endpoint.objects.get().secrets_valid(at=timezone.now()) == [rotated.secret]
+    again = browser_client.post(f"{BASE}{old.id}/end-overlap/", follow=True).content.decode()
+    assert "There was no overlap to end." in again
+
+
+@pytest.mark.parametrize("overlap", ["5", "-1", "a day", "169"])
+def test_a_bad_overlap_is_a_form_error_and_changes_nothing(browser_client, overlap):
+    create(browser_client)
+    endpoint = Endpoint.objects.get()
+    response = browser_client.post(f"{BASE}{endpoint.id}/rotate-secret/", {"overlap_hours": overlap})
+    assert response.status_code == 200
+    assert "Select a valid choice." in response.content.decode()
+    stored = Endpoint.objects.get()
+    assert (stored.secret, stored.previous_secret) == (endpoint.secret, None)
+
+
+def test_members_get_403_for_rotating_and_ending_an_overlap(client, workspace, make_endpoint):
+    from endpoints.services import endpoint_rotate_secret
+
+    endpoint, _ = make_endpoint()
+    endpoint_rotate_secret(endpoint=endpoint)
+    client.force_login(make_user("mia", workspace, Membership.Role.MEMBER))
+    detail = client.get(f"{BASE}{endpoint.id}/").content.decode()
+    assert "Overlap: the previous secret also signs deliveries until" in detail
+    assert "end-overlap/" not in detail
+    for action in ("rotate-secret/", "end-overlap/"):
+        assert client.get(f"{BASE}{endpoint.id}/{action}").status_code == 403
+        assert client.post(f"{BASE}{endpoint.id}/{action}").status_code == 403
+    assert Endpoint.objects.get().previous_secret_expires_at is not None
+
+
+def test_the_receiving_docs_page_is_docs_receiving_md_and_the_secret_page_links_it(browser_client):
+    docs = browser_client.get("/docs/receiving/").content.decode()
+    assert "<h1>Receiving webhooks</h1>" in docs
+    assert "<th>header</th>" in docs and "<code>webhook-signature</code>" in docs
+    assert "function verifyWebhook(rawBody, signatureHeader, secret)" in docs
+    assert "<h3><code>invoice.paid</code></h3>" in docs
+    response = create(browser_client)
+    secret_page = browser_client.get(response["Location"]).content.decode()
+    assert 'href="/docs/receiving/"' in secret_page
+    assert "webhook-signature" in secret_page and "X-ClientFlow-Signature" in secret_page

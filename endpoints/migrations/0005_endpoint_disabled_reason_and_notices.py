@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('endpoints', '0003_encrypt_secrets'),
+        ('endpoints', '0004_secret_overlap'),
     ]
 
     operations = [
