@@ -557,13 +557,15 @@ def _endpoint_read(*, endpoint_id: int) -> Endpoint | None:
 def _drain(*, endpoint_id: int, doorbell: _Doorbell) -> _Drained:
     stop_at = time.monotonic() + settings.WEBHOOKS_DRAIN_SECONDS
     drained = _Drained()
-    endpoint = _endpoint_read(endpoint_id=endpoint_id)
-    if endpoint is None:
-        return drained  # deleting an endpoint cancels its pending deliveries
-    if not endpoint.enabled:
-        deliveries_cancel(endpoint=endpoint, reason=DISABLED, keep_test_events=True)
-    secrets = SigningSecrets.of(endpoint=endpoint, at=timezone.now())  # decrypted once for the whole drain
     while True:
+        # Read for every batch: a drain may wait at the doorbell for most of a second, and a
+        # disable, an edit, a rotation or an overlap ended early counts from the next batch.
+        endpoint = _endpoint_read(endpoint_id=endpoint_id)
+        if endpoint is None:
+            return drained  # deleting an endpoint cancels its pending deliveries
+        if not endpoint.enabled:
+            deliveries_cancel(endpoint=endpoint, reason=DISABLED, keep_test_events=True)
+        secrets = SigningSecrets.of(endpoint=endpoint, at=timezone.now())  # decrypted once for the batch
         lease, batch = _deliveries_claim(endpoint=endpoint)
         results: list[_Result] = []
         sent = 0

@@ -35,7 +35,7 @@ def ids(response):
 
 def test_list_is_newest_first_and_paginated(client, history):
     everything = ids(client.get(BASE))
-    expected = [str(i) for i in Delivery.objects.order_by("-created_at").values_list("id", flat=True)]
+    expected = [str(i) for i in Delivery.objects.order_by("-created_at", "-id").values_list("id", flat=True)]
     assert everything == expected and len(everything) == 4
     first = client.get(BASE, {"page_size": 3}).json()
     assert len(first["results"]) == 3 and first["next"]
