@@ -40,8 +40,8 @@ def dead_letter_seen(*, endpoint: Endpoint, delivery: Delivery, error: str) -> N
     and admins, unless they heard about this endpoint in the last day.
 
     One conditional UPDATE decides, so that two workers never both send; a drain makes it
-    once at most (the endpoint object it holds remembers). Test events do not count: the
-    person testing sees the result on the page."""
+    once per batch at most (the endpoint object each batch reads remembers). Test events do
+    not count: the person testing sees the result on the page."""
     if delivery.event.type == catalogue.TEST_EVENT.name or getattr(endpoint, "_dead_letter_seen", False):
         return
     endpoint._dead_letter_seen = True  # type: ignore[attr-defined]

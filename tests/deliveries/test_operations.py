@@ -257,15 +257,15 @@ def test_dead_letters_email_the_managers_at_most_once_a_day_per_endpoint(
     assert len(notices_sent) == 3
 
 
-def test_a_drain_asks_the_database_once_whatever_its_dead_letters(settings_5_days, workspace, notices_sent):
+def test_a_batch_asks_the_database_once_whatever_its_dead_letters(settings_5_days, workspace, notices_sent):
     from django.test.utils import CaptureQueriesContext
 
     endpoint, _ = endpoint_at(workspace, START - DAY)
     deliveries = [made(workspace, endpoint, START, Delivery.Status.EXHAUSTED) for _ in range(3)]
-    drains_endpoint = Endpoint.objects.get(id=endpoint.id)
+    batch_endpoint = Endpoint.objects.get(id=endpoint.id)  # as a drain reads it for a batch
     with CaptureQueriesContext(connection) as queries:
         for delivery in deliveries:
-            notices.dead_letter_seen(endpoint=drains_endpoint, delivery=delivery, error="HTTP 503")
+            notices.dead_letter_seen(endpoint=batch_endpoint, delivery=delivery, error="HTTP 503")
     updates = [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
     assert len(updates) == 1
 
