@@ -39,8 +39,12 @@ $(NODE):
 run: export DEBUG ?= true
 run: export HOST ?= 127.0.0.1
 run: export WEBHOOKS_ALLOWED_PRIVATE_NETWORKS ?= 127.0.0.0/8,::1/128
+# Where web and worker keep their metrics (prometheus-client's multiprocess mode): emptied
+# before they start, as the counters of processes that ran before would otherwise stay.
+run: export PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/var/prometheus
 run: $(STAMP)
-	mkdir -p var
+	mkdir -p var "$$PROMETHEUS_MULTIPROC_DIR"
+	find "$$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py demo
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port 8000 web worker beat

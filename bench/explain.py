@@ -146,6 +146,77 @@ def _explain(*, endpoints: int) -> None:
             print(queryset.explain(analyze=True, buffers=True))
             transaction.set_rollback(True)
         print()
+    _explain_operations(now=now)
+
+
+def _explain_operations(*, now) -> None:
+    """The queries of operations (docs/operations.md), as their selectors run them."""
+    from django.db.models import Count
+
+    from deliveries import selectors
+    from deliveries.models import Delivery
+    from endpoints.models import Endpoint
+
+    by_deliveries = Delivery.objects.values("endpoint_id").annotate(n=Count("id")).order_by("-n")
+    busiest = list(by_deliveries.values_list("endpoint_id", flat=True)[:50])
+    workspace_id = Endpoint.objects.values_list("workspace_id", flat=True).first()
+    old = now - timedelta(days=10)
+
+    def events_unneeded() -> list[str]:
+        page = selectors.events_older(workspace_id=workspace_id, before=old, after=None).values_list("id", flat=True)
+        unneeded = selectors.events_unneeded(workspace_id=workspace_id, before=old, ids=page[:1000])
+        return list(unneeded.values_list("id", flat=True))
+
+    runs = {
+        "/metrics at each scrape: dead letters, pending deliveries, the oldest due one (lag)": lambda: (
+            selectors.pipeline_figures(now=now)
+        ),
+        "Endpoint figures (24 h, 7 days, last error): a list page of 50 endpoints": lambda: list(
+            selectors.endpoints_with_health(endpoints=Endpoint.objects.filter(id__in=busiest), now=now)
+        ),
+        "Auto-disable: endpoints with 10 dead letters in 5 days, then the first one's checks": lambda: (
+            selectors.endpoints_failing(now=now, period=timedelta(days=5), minimum=10)
+        ),
+        "Retention: a batch of the 1,000 oldest succeeded deliveries that ended over 10 days ago": lambda: list(
+            selectors.deliveries_expired(before=old)
+            .select_for_update(skip_locked=True)
+            .values_list("id", flat=True)[:1000]
+        ),
+        "Retention: a batch of the 1,000 oldest dead letters that ended over 10 days ago": lambda: list(
+            selectors.dead_letters_expired(before=old)
+            .select_for_update(skip_locked=True)
+            .values_list("id", flat=True)[:1000]
+        ),
+        "Retention: a page of a workspace's events from over 10 days ago, and which no delivery needs": (
+            events_unneeded
+        ),
+    }
+    for title, run in runs.items():
+        _explain_statements(title, run)
+
+
+def _explain_statements(title, run, *, most: int = 6) -> None:
+    """Run `run` once to capture its statements, then show the plan of each (at most `most`)."""
+    import time
+
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    print(f"## {title}\n")
+    with transaction.atomic():  # FOR UPDATE needs one; rolled back with the locks
+        started = time.perf_counter()
+        with CaptureQueriesContext(connection) as captured:
+            run()
+        took = time.perf_counter() - started
+        statements = [q["sql"] for q in captured.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+        print(f"{len(statements)} statements in {took * 1000:.1f} ms\n")
+        with connection.cursor() as cursor:
+            for sql in statements[:most]:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+                # A page of 1,000 ids is one long line: cut it.
+                print("\n".join(row[0] if len(row[0]) <= 200 else row[0][:200] + " …" for row in cursor.fetchall()))
+                print()
+        transaction.set_rollback(True)
 
 
 if __name__ == "__main__":

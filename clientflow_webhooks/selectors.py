@@ -17,3 +17,16 @@ def membership_for(*, user: AbstractBaseUser | AnonymousUser, slug: str) -> Memb
 
 def workspaces_for(*, user: AbstractBaseUser) -> QuerySet[Workspace]:
     return Workspace.objects.filter(memberships__user=user).order_by("name")
+
+
+def manager_emails(*, workspace: Workspace) -> list[str]:
+    """The email addresses of the workspace's active owners and admins, who hear about its
+    endpoints (`deliveries.notices`)."""
+    roles = (Membership.Role.OWNER, Membership.Role.ADMIN)
+    emails = (
+        Membership.objects.filter(workspace=workspace, role__in=roles, user__is_active=True)
+        .exclude(user__email="")
+        .order_by("user__email")
+        .values_list("user__email", flat=True)
+    )
+    return list(dict.fromkeys(emails))

@@ -7,6 +7,7 @@ With nothing set, the project runs on SQLite and Celery's filesystem transport u
 
 import base64
 import hashlib
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -49,6 +50,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz, /readyz and /metrics, answered before the host check and the HTTPS redirect.
+    "clientflow_webhooks.operations.OperationsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "clientflow_webhooks.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -154,11 +157,19 @@ STORAGES = {
 # Serve static files straight from the apps without collectstatic in development.
 WHITENOISE_USE_FINDERS = DEBUG
 
+# One JSON object a line in production (for a log pipeline), readable lines in development;
+# lines about a delivery carry its ids, workspace, attempt and outcome (clientflow_webhooks.logs).
+LOG_FORMAT = env("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "json": {"()": "clientflow_webhooks.logs.JsonFormatter"},
+        "text": {"()": "clientflow_webhooks.logs.ReadableFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
 
@@ -330,3 +341,62 @@ CELERY_TASK_SOFT_TIME_LIMIT = int(5 * WEBHOOKS_LEASE_SECONDS)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 30
 if CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", float("inf")) <= CELERY_TASK_TIME_LIMIT:
     CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = CELERY_TASK_TIME_LIMIT + 60
+
+# --- Operations (docs/operations.md) -------------------------------------------
+# /metrics answers a scraper that presents `Authorization: Bearer <WEBHOOKS_METRICS_TOKEN>`
+# or connects from WEBHOOKS_METRICS_ALLOWED_NETWORKS (CIDRs, judged on the address the web
+# process sees). With neither set, it answers loopback in development and nobody in production.
+WEBHOOKS_METRICS_TOKEN = env("WEBHOOKS_METRICS_TOKEN", default="")
+WEBHOOKS_METRICS_ALLOWED_NETWORKS = env.list("WEBHOOKS_METRICS_ALLOWED_NETWORKS", default=[])
+try:
+    METRICS_NETWORKS = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in WEBHOOKS_METRICS_ALLOWED_NETWORKS)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"WEBHOOKS_METRICS_ALLOWED_NETWORKS: {_exc}") from None
+if WEBHOOKS_METRICS_TOKEN and len(WEBHOOKS_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("WEBHOOKS_METRICS_TOKEN must be at least 16 characters.")
+# prometheus-client's multiprocess mode: every web and worker process of a machine writes
+# its counters under this directory and /metrics adds them up. It must be emptied before
+# the processes start (`make run` and the tests do; see docs/operations.md). It is read
+# from the environment by prometheus-client itself, when it is first imported.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+
+# An enabled endpoint whose deliveries have all ended as dead letters for this many days,
+# at least WEBHOOKS_AUTO_DISABLE_MIN_DEAD_LETTERS of them, is disabled (0 turns it off).
+WEBHOOKS_AUTO_DISABLE_DAYS = env.float("WEBHOOKS_AUTO_DISABLE_DAYS", default=5.0)
+WEBHOOKS_AUTO_DISABLE_MIN_DEAD_LETTERS = env.int("WEBHOOKS_AUTO_DISABLE_MIN_DEAD_LETTERS", default=10)
+# Retention: succeeded (and cancelled) deliveries, with their attempts, are deleted this many
+# days after they ended; dead letters after WEBHOOKS_DEAD_LETTER_RETENTION_DAYS (a replayed
+# one that succeeds is an ordinary succeeded delivery from then on); events once older than
+# WEBHOOKS_RETENTION_DAYS and needed by no delivery.
+WEBHOOKS_RETENTION_DAYS = env.float("WEBHOOKS_RETENTION_DAYS", default=30.0)
+WEBHOOKS_DEAD_LETTER_RETENTION_DAYS = env.float("WEBHOOKS_DEAD_LETTER_RETENTION_DAYS", default=90.0)
+if WEBHOOKS_AUTO_DISABLE_DAYS < 0:
+    raise ImproperlyConfigured("WEBHOOKS_AUTO_DISABLE_DAYS must be 0 (off) or a positive number of days.")
+if WEBHOOKS_AUTO_DISABLE_MIN_DEAD_LETTERS < 1:
+    raise ImproperlyConfigured("WEBHOOKS_AUTO_DISABLE_MIN_DEAD_LETTERS must be at least 1.")
+for _name in ("WEBHOOKS_RETENTION_DAYS", "WEBHOOKS_DEAD_LETTER_RETENTION_DAYS"):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be a positive number of days.")
+
+# Emails to workspace owners and admins (dead letters, auto-disable): the console in
+# development, an SMTP server in production, e.g. EMAIL_URL=smtp+tls://user:pass@host:587.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="ClientFlow Webhooks <webhooks@localhost>")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# Where people reach the pages, for the links in those emails (no trailing slash).
+WEBHOOKS_SITE_URL = env("WEBHOOKS_SITE_URL", default="http://127.0.0.1:8000" if DEBUG else "").rstrip("/")
+
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "endpoints-auto-disable": {
+            "task": "deliveries.tasks.auto_disable_endpoints",
+            "schedule": timedelta(minutes=10),
+        },
+        "deliveries-retention": {
+            "task": "deliveries.tasks.apply_retention",
+            "schedule": timedelta(hours=1),
+        },
+    }
+)

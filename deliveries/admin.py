@@ -18,6 +18,7 @@ from clientflow_webhooks.parsing import MAX_ID, is_uuid
 from endpoints import event_types as catalogue
 from endpoints.admin import EndpointAdmin as BaseEndpointAdmin
 from endpoints.models import Endpoint
+from endpoints.templatetags.webhooks import success_rate
 
 from . import selectors, services
 from .models import DeadLetter, Delivery, DeliveryAttempt, DeliveryReplay, Event
@@ -300,6 +301,35 @@ admin.site.unregister(Endpoint)
 class EndpointAdmin(RefuseForgedActionsMixin, BaseEndpointAdmin):
     actions = [*BaseEndpointAdmin.actions, "replay_dead_letters"]
     change_form_template = "admin/endpoints/endpoint/change_form.html"
+    list_display = [*BaseEndpointAdmin.list_display, "disabled_automatically_at"]
+    # The page of one endpoint shows its figures too (`selectors.endpoints_with_health`).
+    fields = [
+        *BaseEndpointAdmin.fields,
+        "disabled_reason",
+        "disabled_automatically_at",
+        "deliveries_24h",
+        "deliveries_7d",
+        "last_error",
+    ]
+    readonly_fields = fields
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Endpoint | None:
+        endpoint = super().get_object(request, object_id, from_field)
+        if endpoint is None:
+            return None
+        return selectors.endpoints_with_health(endpoints=Endpoint.objects.filter(pk=endpoint.pk)).first()
+
+    @admin.display(description="deliveries (24 h)")
+    def deliveries_24h(self, obj: Endpoint) -> str:
+        return f"{obj.deliveries_24h}, success rate {success_rate(obj)}"
+
+    @admin.display(description="deliveries (7 days)")
+    def deliveries_7d(self, obj: Endpoint) -> str:
+        return f"{obj.deliveries_7d}, success rate {success_rate(obj, '7d')}"
+
+    @admin.display(description="last error (7 days)")
+    def last_error(self, obj: Endpoint) -> str:
+        return f"{obj.last_error} ({obj.last_error_at:%Y-%m-%d %H:%M} UTC)" if obj.last_error else "—"
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("deliveries.replay_delivery")

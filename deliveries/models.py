@@ -80,6 +80,12 @@ class Delivery(models.Model):
                 condition=Q(status__in=["failed", "exhausted"]),
             ),
             models.Index(fields=["endpoint", "-created_at"], name="delivery_endpoint_created"),
+            # Retention: succeeded and cancelled deliveries by when they ended, oldest first.
+            models.Index(
+                fields=["completed_at"],
+                name="delivery_retention",
+                condition=Q(status__in=["succeeded", "cancelled"]),
+            ),
         ]
 
     def __str__(self) -> str:

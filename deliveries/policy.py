@@ -30,3 +30,21 @@ def retry_delay(*, failed_attempts: int, delays: Sequence[float]) -> float | Non
     if failed_attempts > len(delays):
         return None
     return delays[failed_attempts - 1]
+
+
+def reason_class(*, status_code: int | None, error: str, blocked: bool = False) -> str:
+    """Why an attempt went as it did, in a few classes (a metrics label): ``http_2xx`` …
+    ``http_5xx`` for an answer, else ``timeout``, ``tls``, ``connection`` (refused, reset,
+    DNS), ``blocked`` (an address deliveries may not reach) or ``error``. Reads what the
+    transport reports (`transport.post`, `transport.describe_error`)."""
+    if blocked:
+        return "blocked"
+    if status_code is not None:
+        return f"http_{status_code // 100}xx" if 100 <= status_code < 600 else "error"
+    if error.startswith(("timed out", "connect timed out", "read timed out")):
+        return "timeout"
+    if error.startswith("TLS error"):
+        return "tls"
+    if error.startswith("connection error"):
+        return "connection"
+    return "error"

@@ -1,16 +1,18 @@
 """Reads of the delivery pipeline shared by the API, the pages, the admin and the workers."""
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db import connection
-from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, FilteredRelation, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from clientflow_webhooks.models import Workspace
 from endpoints.models import Endpoint
 
-from .models import Delivery
+from .models import Delivery, Event
 
 
 def dead_letters() -> QuerySet[Delivery]:
@@ -72,18 +74,34 @@ def endpoint_next_due(*, endpoint_id: int, now: datetime) -> datetime | None:
 
 
 def endpoints_with_health(*, endpoints: QuerySet[Endpoint], now: datetime | None = None) -> QuerySet[Endpoint]:
-    """Annotate endpoints with their delivery figures: the last delivery's status and time,
-    and over the last 24 hours the number of deliveries and how many succeeded or ended."""
-    since = (now or timezone.now()) - timedelta(hours=24)
+    """Annotate endpoints with their delivery figures: the last delivery's status and time;
+    over the last 24 hours and the last 7 days, how many deliveries were made and how many
+    of them ended and succeeded; and why the latest dead letter of those 7 days ended
+    (`last_error`, `last_error_at`). One query for any number of endpoints, whose join
+    reaches only the last 7 days of deliveries (the index delivery_endpoint_created)."""
+    now = now or timezone.now()
+    day, week = now - timedelta(hours=24), now - timedelta(days=7)
     latest = Delivery.objects.filter(endpoint=OuterRef("pk")).order_by("-created_at")
-    recent = Q(deliveries__created_at__gte=since)
-    return endpoints.annotate(
-        last_delivery_status=Subquery(latest.values("status")[:1]),
-        last_delivery_at=Subquery(latest.values("created_at")[:1]),
-        deliveries_24h=Count("deliveries", filter=recent),
-        succeeded_24h=Count("deliveries", filter=recent & Q(deliveries__status=Delivery.Status.SUCCEEDED)),
-        ended_24h=Count("deliveries", filter=recent & Q(deliveries__status__in=Delivery.ENDED_STATUSES)),
-    ).prefetch_related("event_type_rows")
+    latest_dead_letter = latest.filter(created_at__gte=week, status__in=Delivery.DEAD_LETTER_STATUSES)
+    in_day = Q(recent__created_at__gte=day)
+    succeeded = Q(recent__status=Delivery.Status.SUCCEEDED)
+    ended = Q(recent__status__in=Delivery.ENDED_STATUSES)
+    return (
+        endpoints.annotate(recent=FilteredRelation("deliveries", condition=Q(deliveries__created_at__gte=week)))
+        .annotate(
+            last_delivery_status=Subquery(latest.values("status")[:1]),
+            last_delivery_at=Subquery(latest.values("created_at")[:1]),
+            deliveries_24h=Count("recent", filter=in_day),
+            succeeded_24h=Count("recent", filter=in_day & succeeded),
+            ended_24h=Count("recent", filter=in_day & ended),
+            deliveries_7d=Count("recent"),
+            succeeded_7d=Count("recent", filter=succeeded),
+            ended_7d=Count("recent", filter=ended),
+            last_error=Subquery(latest_dead_letter.values("last_error")[:1]),
+            last_error_at=Subquery(latest_dead_letter.values("completed_at")[:1]),
+        )
+        .prefetch_related("event_type_rows")
+    )
 
 
 def deliveries_of_workspace(*, workspace: Workspace) -> QuerySet[Delivery]:
@@ -114,3 +132,113 @@ def dead_letter_counts(*, endpoints: QuerySet[Endpoint]) -> list[tuple[Endpoint,
 def delivery_of_workspace(*, workspace: Workspace, delivery_id: UUID) -> Delivery | None:
     """One delivery of the workspace with its attempts, or None (also for other workspaces')."""
     return deliveries_of_workspace(workspace=workspace).prefetch_related("attempts").filter(id=delivery_id).first()
+
+
+@dataclass(frozen=True)
+class PipelineFigures:
+    dead_letters: int
+    pending: int
+    # When the oldest due delivery that no worker holds was due (None: none is).
+    oldest_due_at: datetime | None
+
+
+def pipeline_figures(*, now: datetime) -> PipelineFigures:
+    """What /metrics reads from the database: three scans of partial indexes (dead letters,
+    pending deliveries), the last one stopping at its first row."""
+    return PipelineFigures(
+        dead_letters=Delivery.objects.filter(status__in=Delivery.DEAD_LETTER_STATUSES).count(),
+        pending=Delivery.objects.filter(status=Delivery.Status.PENDING).count(),
+        oldest_due_at=Delivery.objects.filter(_waiting(now=now), next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first(),
+    )
+
+
+@dataclass(frozen=True)
+class FailingEndpoint:
+    endpoint_id: int
+    dead_letters: int
+    last_error: str
+
+
+def endpoints_failing(*, now: datetime, period: timedelta, minimum: int) -> list[FailingEndpoint]:
+    """Enabled endpoints whose deliveries have all ended as dead letters for `period` up to
+    `now` (auto-disable). Of the deliveries made to the endpoint in the period:
+
+    - none succeeded (nor did a dead letter replayed in the period),
+    - at least `minimum` ended as dead letters (pending ones have not ended yet),
+    - and the last delivery made before it (or as it began) that has ended is a dead letter: it
+      was failing already when the period began. (A new endpoint, or one with no earlier
+      deliveries, has not been failing for the whole period.)
+
+    Candidates come from one range of the dead-letter index; each is then judged with a few
+    queries on its own deliveries of the period (the index delivery_endpoint_created).
+    """
+    since = now - period
+    candidates = (
+        Delivery.objects.filter(status__in=Delivery.DEAD_LETTER_STATUSES, completed_at__gte=since)
+        .filter(endpoint__enabled=True)
+        .values("endpoint_id")
+        .annotate(n=Count("id"))
+        .filter(n__gte=minimum)
+        .order_by("endpoint_id")
+        .values_list("endpoint_id", flat=True)
+    )
+    failing = []
+    for endpoint_id in candidates:
+        mine = Delivery.objects.filter(endpoint_id=endpoint_id)
+        made = mine.filter(created_at__gte=since, created_at__lte=now)
+        # Cheapest first: an endpoint that fails only some of the time stops at its latest success.
+        succeeded = Q(status=Delivery.Status.SUCCEEDED)
+        if made.filter(succeeded).exists() or mine.filter(succeeded, replays__created_at__gte=since).exists():
+            continue
+        dead_letters = made.filter(status__in=Delivery.DEAD_LETTER_STATUSES).count()
+        before = (
+            mine.filter(created_at__lte=since, status__in=Delivery.ENDED_STATUSES)
+            .order_by("-created_at")
+            .values_list("status", flat=True)
+            .first()
+        )
+        if dead_letters < minimum or before not in Delivery.DEAD_LETTER_STATUSES:
+            continue
+        last_error = (
+            made.filter(status__in=Delivery.DEAD_LETTER_STATUSES)
+            .order_by("-created_at")
+            .values_list("last_error", flat=True)
+            .first()
+        )
+        failing.append(FailingEndpoint(endpoint_id=endpoint_id, dead_letters=dead_letters, last_error=last_error or ""))
+    return failing
+
+
+def deliveries_expired(*, before: datetime) -> QuerySet[Delivery]:
+    """Succeeded and cancelled deliveries that ended before `before`, oldest first (retention;
+    the partial index delivery_retention)."""
+    return Delivery.objects.filter(
+        status__in=(Delivery.Status.SUCCEEDED, Delivery.Status.CANCELLED), completed_at__lt=before
+    ).order_by("completed_at")
+
+
+def dead_letters_expired(*, before: datetime) -> QuerySet[Delivery]:
+    """Dead letters that ended before `before`, oldest first (the partial index delivery_dead_letters)."""
+    return Delivery.objects.filter(status__in=Delivery.DEAD_LETTER_STATUSES, completed_at__lt=before).order_by(
+        "completed_at"
+    )
+
+
+def events_unneeded(*, workspace_id: int, before: datetime, ids: Iterable[str]) -> QuerySet[Event]:
+    """Of the events `ids`, those of the workspace created before `before` that no delivery
+    references any more (retention)."""
+    return Event.objects.filter(id__in=list(ids), workspace_id=workspace_id, created_at__lt=before).filter(
+        ~Exists(Delivery.objects.filter(event_id=OuterRef("pk")))
+    )
+
+
+def events_older(*, workspace_id: int, before: datetime, after: tuple[datetime, str] | None) -> QuerySet[Event]:
+    """The workspace's events created before `before`, oldest first, after the (created_at, id)
+    `after` when given: pages of them for retention (the index event_workspace_created)."""
+    events = Event.objects.filter(workspace_id=workspace_id, created_at__lt=before)
+    if after is not None:
+        events = events.filter(Q(created_at__gt=after[0]) | Q(created_at=after[0], id__gt=after[1]))
+    return events.order_by("created_at", "id")

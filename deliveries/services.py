@@ -22,13 +22,14 @@ from django.utils import timezone
 import clientflow_webhooks
 from clientflow_webhooks.cache import RedisCache
 from clientflow_webhooks.celery import app as celery_app
+from clientflow_webhooks.logs import delivery_context
 from clientflow_webhooks.models import Workspace
 from endpoints import event_types as catalogue
 from endpoints.addresses import allowed_private_networks
 from endpoints.models import Endpoint
 from endpoints.selectors import endpoint_ids_subscribed
 
-from . import policy, selectors, transport
+from . import metrics, notices, policy, selectors, transport
 from .models import Delivery, DeliveryAttempt, DeliveryReplay, Event
 from .signing import SigningSecrets, redacted
 
@@ -513,7 +514,19 @@ def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool
         locked_until=None,
     )
     if cancelled:
-        logger.info("endpoint %s: %d pending deliveries cancelled: %s", endpoint.id, cancelled, reason)
+        metrics.deliveries_ended(status=Delivery.Status.CANCELLED, count=cancelled)
+        logger.info(
+            "endpoint %s: %d pending deliveries cancelled: %s",
+            endpoint.id,
+            cancelled,
+            reason,
+            extra={
+                "endpoint_id": endpoint.id,
+                "workspace_id": endpoint.workspace_id,
+                "status": Delivery.Status.CANCELLED,
+                "count": cancelled,
+            },
+        )
     return cancelled
 
 
@@ -571,7 +584,11 @@ def _drain(*, endpoint_id: int, doorbell: _Doorbell) -> _Drained:
                         stop_at = min(stop_at, time.monotonic() + due_in)
             except Exception:
                 # Its lease runs out and the sweeper tries it again; the others go on.
-                logger.exception("delivery %s attempt crashed", delivery.id)
+                logger.exception(
+                    "delivery %s attempt crashed",
+                    delivery.id,
+                    extra=_log_context(delivery, attempt=delivery.attempt_count, outcome=None),
+                )
         _attempts_record(results=results, lease=lease)
         drained.made += len(results)
         for result in results:
@@ -683,7 +700,33 @@ def _delivery_end(*, delivery: Delivery, status: str, error: str, attempted: boo
         locked_until=None,
         **update,
     )
-    logger.info("delivery %s %s: %s", delivery.id, status, error)
+    attempts = delivery.attempt_count - (0 if attempted else 1)
+    context = _log_context(delivery, attempt=attempts, outcome=status)
+    logger.info("delivery %s %s: %s", delivery.id, status, error, extra=context)
+    _ended(delivery=delivery, status=status, error=error)
+
+
+def _log_context(delivery: Delivery, *, attempt: int | None, outcome: str | None) -> dict[str, Any]:
+    """The `extra` of a log line about a claimed delivery (its endpoint and event are loaded)."""
+    endpoint = delivery.endpoint
+    return delivery_context(
+        delivery_id=delivery.id,
+        endpoint_id=endpoint.id,
+        workspace_id=endpoint.workspace_id,
+        attempt=attempt,
+        outcome=outcome,
+        event_id=delivery.event.id,
+        event_type=delivery.event.type,
+    )
+
+
+def _ended(*, delivery: Delivery, status: str, error: str) -> None:
+    """Where a delivery is known to end: counted, and its endpoint's first dead letters told
+    to the workspace (`notices`). An ending that a lost lease keeps from being recorded is
+    counted all the same: rare, and better than a second query per batch."""
+    metrics.deliveries_ended(status=status)
+    if status in Delivery.DEAD_LETTER_STATUSES:
+        notices.dead_letter_seen(endpoint=delivery.endpoint, delivery=delivery, error=error)
 
 
 # What a drain reads of its endpoint to sign: the secrets and the overlap's end.
@@ -767,7 +810,12 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secrets: SigningSecrets)
         error or result.status_code,
         result.duration_ms,
         f"retry in {delay:g}s" if delay is not None else status,
+        extra=_log_context(delivery, attempt=number, outcome=outcome) | {"duration_ms": result.duration_ms},
     )
+    reason = policy.reason_class(status_code=result.status_code, error=result.error, blocked=result.blocked)
+    metrics.attempt_observed(outcome=outcome, reason=reason, seconds=result.duration_ms / 1000)
+    if next_attempt_at is None:
+        _ended(delivery=delivery, status=status, error=error)
     return _Result(
         attempt=DeliveryAttempt(
             delivery=delivery,

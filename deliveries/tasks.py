@@ -1,10 +1,11 @@
 """Celery tasks: thin wrappers that call services."""
 
+from dataclasses import asdict
 from datetime import datetime
 
 from celery import shared_task
 
-from . import services
+from . import notices, operations, services
 
 
 @shared_task(name="deliveries.tasks.drain_endpoint")
@@ -22,3 +23,21 @@ def wake_endpoints(endpoint_ids: list[int], at: str | None = None) -> None:
 @shared_task(name="deliveries.tasks.sweep_due_deliveries")
 def sweep_due_deliveries() -> int:
     return services.deliveries_sweep()
+
+
+@shared_task(name="deliveries.tasks.auto_disable_endpoints")
+def auto_disable_endpoints() -> int:
+    """Beat: disable endpoints that have been dead for days (see `operations.endpoints_auto_disable`)."""
+    return len(operations.endpoints_auto_disable())
+
+
+@shared_task(name="deliveries.tasks.apply_retention")
+def apply_retention() -> dict[str, int]:
+    """Beat: delete what is past its retention (see `operations.deliveries_purge`)."""
+    return asdict(operations.deliveries_purge())
+
+
+@shared_task(name="deliveries.tasks.send_endpoint_notice")
+def send_endpoint_notice(endpoint_id: int, kind: str, details: dict | None = None) -> int:
+    """Email a workspace's owners and admins about one of its endpoints (see `notices`)."""
+    return notices.endpoint_notice_send(endpoint_id=endpoint_id, kind=kind, details=details or {})

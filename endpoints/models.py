@@ -21,6 +21,13 @@ class Endpoint(models.Model):
     previous_secret = EncryptedTextField(null=True, blank=True)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
+    # Why it was disabled, when the system did it (auto-disable of a dead endpoint): shown
+    # on the pages and in the API; cleared when it is enabled again.
+    disabled_reason = models.TextField(blank=True)
+    disabled_automatically_at = models.DateTimeField(null=True, blank=True)
+    # When the workspace was last emailed that this endpoint produces dead letters (at
+    # most once a day).
+    dead_letter_notified_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -72,6 +72,21 @@ class EndpointOutput(serializers.ModelSerializer):
     last_delivery_at = serializers.DateTimeField(allow_null=True, read_only=True)
     deliveries_24h = serializers.IntegerField(read_only=True)
     success_rate_24h = serializers.SerializerMethodField()
+    deliveries_7d = serializers.IntegerField(read_only=True)
+    success_rate_7d = serializers.SerializerMethodField()
+    last_error = serializers.CharField(
+        allow_null=True, read_only=True, help_text="Why the latest dead letter of the last 7 days ended; null if none."
+    )
+    last_error_at = serializers.DateTimeField(
+        allow_null=True, read_only=True, help_text="When that dead letter ended; null if none."
+    )
+    disabled_reason = serializers.SerializerMethodField()
+    disabled_automatically_at = serializers.DateTimeField(
+        allow_null=True,
+        read_only=True,
+        help_text="When the endpoint was disabled automatically, because every delivery ended as a dead letter "
+        "for days; null unless it is disabled for that reason.",
+    )
     previous_secret_expires_at = serializers.SerializerMethodField()
 
     class Meta:
@@ -88,20 +103,39 @@ class EndpointOutput(serializers.ModelSerializer):
             "last_delivery_at",
             "deliveries_24h",
             "success_rate_24h",
+            "deliveries_7d",
+            "success_rate_7d",
+            "last_error",
+            "last_error_at",
+            "disabled_reason",
+            "disabled_automatically_at",
             "previous_secret_expires_at",
         ]
 
     @extend_schema_field(serializers.FloatField(allow_null=True, min_value=0, max_value=1))
     def get_success_rate_24h(self, endpoint: Endpoint) -> float | None:
-        """Succeeded share of the deliveries that ended in the last 24 h; null when none did."""
-        ended = endpoint.ended_24h
-        return round(endpoint.succeeded_24h / ended, 4) if ended else None
+        """Succeeded share of the deliveries of the last 24 h that ended; null when none did."""
+        return _rate(endpoint.succeeded_24h, endpoint.ended_24h)
+
+    @extend_schema_field(serializers.FloatField(allow_null=True, min_value=0, max_value=1))
+    def get_success_rate_7d(self, endpoint: Endpoint) -> float | None:
+        """Succeeded share of the deliveries of the last 7 days that ended; null when none did."""
+        return _rate(endpoint.succeeded_7d, endpoint.ended_7d)
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_disabled_reason(self, endpoint: Endpoint) -> str | None:
+        """Why the endpoint was disabled, when the system disabled it; null otherwise."""
+        return endpoint.disabled_reason or None
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_previous_secret_expires_at(self, endpoint: Endpoint) -> str | None:
         """While a rotation's overlap lasts, when the previous secret stops signing deliveries; else null."""
         ends_at = endpoint.overlap_ends_at(now=timezone.now())
         return None if ends_at is None else serializers.DateTimeField().to_representation(ends_at)
+
+
+def _rate(succeeded: int, ended: int) -> float | None:
+    return round(succeeded / ended, 4) if ended else None
 
 
 class EndpointWithSecretOutput(EndpointOutput):

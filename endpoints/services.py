@@ -185,23 +185,38 @@ def endpoint_update(
 
 
 @transaction.atomic
-def endpoint_disable(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None) -> Endpoint:
-    """Pause deliveries; the configuration and the secret stay as they are. Idempotent."""
-    return _set_enabled(endpoint=endpoint, enabled=False, actor=actor)
+def endpoint_disable(
+    *, endpoint: Endpoint, actor: AbstractBaseUser | None = None, reason: str = "", automatically: bool = False
+) -> Endpoint:
+    """Pause deliveries; the configuration and the secret stay as they are. Idempotent.
+
+    `reason` says why, on the pages and in the API; `automatically` marks the system's own
+    disable of a dead endpoint (`deliveries.operations.endpoints_auto_disable`)."""
+    return _set_enabled(endpoint=endpoint, enabled=False, actor=actor, reason=reason, automatically=automatically)
 
 
 @transaction.atomic
 def endpoint_enable(*, endpoint: Endpoint, actor: AbstractBaseUser | None = None) -> Endpoint:
-    """Resume deliveries, signed with the same secret as before. Idempotent."""
+    """Resume deliveries, signed with the same secret as before; forget why it was
+    disabled. Idempotent."""
     return _set_enabled(endpoint=endpoint, enabled=True, actor=actor)
 
 
-def _set_enabled(*, endpoint: Endpoint, enabled: bool, actor: AbstractBaseUser | None) -> Endpoint:
+def _set_enabled(
+    *, endpoint: Endpoint, enabled: bool, actor: AbstractBaseUser | None, reason: str = "", automatically: bool = False
+) -> Endpoint:
     if endpoint.enabled != enabled:
         endpoint.enabled = enabled
-        endpoint.save(update_fields=["enabled", "updated_at"])
+        endpoint.disabled_reason = "" if enabled else reason
+        endpoint.disabled_automatically_at = timezone.now() if automatically and not enabled else None
+        endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_automatically_at", "updated_at"])
         action = EndpointAuditEntry.Action.ENABLED if enabled else EndpointAuditEntry.Action.DISABLED
-        _audit(endpoint=endpoint, action=action, actor=actor)
+        _audit(
+            endpoint=endpoint,
+            action=action,
+            actor=actor,
+            changes={"disabled_reason": [None, reason]} if reason else None,
+        )
     return endpoint
 
 
