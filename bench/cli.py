@@ -181,7 +181,12 @@ class Run:
         }
         # One list of failures: the phases add to it.
         bench = phases.Bench(
-            options=options, receiver=receiver, hanging=hanging, workers=self.workers, failures=self.failures
+            options=options,
+            receiver=receiver,
+            hanging=hanging,
+            workers=self.workers,
+            queue=self.queue,
+            failures=self.failures,
         )
         return bench, groups, str(ca_file), threads
 

@@ -101,6 +101,12 @@ def redis_version(url: str) -> str:
         raise BenchError(f"Redis at {url} is not reachable: {exc}") from None
 
 
+def redis_queue_clear(url: str, queue: str) -> None:
+    """Drop the messages waiting in this run's queue (the database keeps what is due)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    client.delete(queue)
+
+
 def redis_cleanup(url: str, queue: str) -> None:
     """Remove this run's queue and whatever of it stopped workers left unacknowledged,
     and nothing else: other people's queues may live on the same Redis database."""

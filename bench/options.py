@@ -14,6 +14,7 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "events": (20_000, 300),
     "endpoints": (8, 8),
     "fanout": ((1_000, 10_000), (100, 300)),
+    "fanout_wait": (60.0, 60.0),
     "hanging": (20, 5),
     "latency_seconds": (10.0, 3.0),
     "latency_warmup_seconds": (2.0, 0.5),
@@ -34,6 +35,7 @@ class Options:
     endpoints: int
     workers: int
     fanout: tuple[int, ...]
+    fanout_wait: float
     hanging: int
     latency_seconds: float
     latency_warmup_seconds: float
@@ -93,6 +95,11 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--endpoints", type=_positive(int), help="healthy endpoints they are spread over (8)")
     parser.add_argument(
         "--workers", type=_positive(int), default=1, help="worker processes, each as the Procfile says (1)"
+    )
+    parser.add_argument(
+        "--fanout-wait",
+        type=_positive(float),
+        help="seconds a fan-out's deliveries are waited for; what is left is then cancelled (60)",
     )
     parser.add_argument("--fanout", type=_sizes, help="fan-out sizes (1000,10000; smoke 100,300)")
     parser.add_argument(

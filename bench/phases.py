@@ -14,9 +14,11 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, Max, QuerySet
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from bench import baseline, progress
 from bench.baseline import event_data
+from bench.infra import redis_queue_clear
 from bench.options import Options
 from bench.receivers import HangingListener, Receiver, read_log
 from bench.workers import WorkerProcess
@@ -39,6 +41,7 @@ class Bench:
     receiver: Receiver
     hanging: HangingListener
     workers: list[WorkerProcess]
+    queue: str = ""
     failures: list[str] = field(default_factory=list)
 
 
@@ -413,24 +416,38 @@ def fanout(bench: Bench, groups: Sequence[Group]) -> list[dict[str, Any]]:
                 workspace=group.workspaces[0], event_type=EVENT_TYPE, data=event_data(size)
             )
             publish_ms = (time.perf_counter() - clock) * 1000
+        deliveries = Delivery.objects.filter(event_id=event.id)
         waited = wait_succeeded(
             bench,
-            deliveries=Delivery.objects.filter(event_id=event.id),
+            deliveries=deliveries,
             expected=size,
             started=started,
             label=f"fan-out {size}: deliver",
+            limit=bench.options.fanout_wait,
         )
+        # Cut short after --fanout-wait (a fan-out to 10,000 endpoints is 10,000 drains): what
+        # is left is cancelled and its messages dropped, so that the next run measures only
+        # its own deliveries.
+        cut_short = not waited.complete and waited.reason.startswith("stopped after")
+        cancelled = 0
+        if cut_short:
+            cancelled = deliveries.filter(status=Delivery.Status.PENDING).update(
+                status=Delivery.Status.CANCELLED, next_attempt_at=None, locked_until=None, completed_at=timezone.now()
+            )
+            redis_queue_clear(bench.options.broker_url, bench.queue)
         results.append(
             {
                 "endpoints": size,
                 "publish_ms": round(publish_ms, 1),
                 "queries": len(queries.captured_queries),
-                "delivered_seconds": round(waited.seconds, 3),
+                "delivered_seconds": round(waited.seconds, 3) if waited.complete else None,
+                "delivered_per_s": round(waited.succeeded / waited.seconds, 1) if waited.seconds else None,
+                "cancelled_after_wait": cancelled,
                 "statuses": waited.statuses,
                 "complete": waited.complete,
             }
         )
-        if not waited.complete or waited.succeeded != size:
+        if not cut_short and (not waited.complete or waited.succeeded != size):
             bench.failures.append(
                 f"fan-out {size}: {size - waited.succeeded} deliveries did not succeed "
                 f"({waited.reason or waited.statuses})"

@@ -76,6 +76,7 @@ def figures(phases: dict[str, Any]) -> list[Figure]:
             _figure(
                 f"fanout_{size}_delivered_s", f"fan-out {size:,}: all delivered after", fan["delivered_seconds"], "s"
             ),
+            _figure(f"fanout_{size}_delivered_per_s", f"fan-out {size:,}: deliveries/s", fan["delivered_per_s"], "/s"),
         ]
     result += [
         _figure("slow_per_s", "slow receivers: healthy deliveries/s", slow.get("deliveries_per_s"), "/s"),
