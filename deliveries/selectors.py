@@ -10,6 +10,7 @@ from django.db.models import Count, Exists, FilteredRelation, Min, OuterRef, Q, 
 from django.utils import timezone
 
 from clientflow_webhooks.models import Workspace
+from endpoints import event_types as catalogue
 from endpoints.models import Endpoint
 
 from .models import Delivery, Event
@@ -168,9 +169,10 @@ def endpoints_failing(*, now: datetime, period: timedelta, minimum: int) -> list
 
     - none succeeded (nor did a dead letter replayed in the period),
     - at least `minimum` ended as dead letters (pending ones have not ended yet),
-    - and the last delivery made before it (or as it began) that has ended is a dead letter: it
-      was failing already when the period began. (A new endpoint, or one with no earlier
-      deliveries, has not been failing for the whole period.)
+    - and the last delivery made in the period before it (or as it began) that has ended,
+      test events aside, is a dead letter: it was failing already when the period began. (A
+      new endpoint, or one with no deliveries in the period before, has not been failing
+      for the whole period.)
 
     Candidates come from one range of the dead-letter index; each is then judged with a few
     queries on its own deliveries of the period (the index delivery_endpoint_created).
@@ -194,8 +196,12 @@ def endpoints_failing(*, now: datetime, period: timedelta, minimum: int) -> list
         if made.filter(succeeded).exists() or mine.filter(succeeded, replays__created_at__gte=since).exists():
             continue
         dead_letters = made.filter(status__in=Delivery.DEAD_LETTER_STATUSES).count()
+        # Failing already when the period began: the last delivery made in the period before
+        # it (not a test event, which may predate the receiver) ended a dead letter. An
+        # old dead letter followed by silence does not count.
         before = (
-            mine.filter(created_at__lte=since, status__in=Delivery.ENDED_STATUSES)
+            mine.filter(created_at__lte=since, created_at__gt=since - (now - since), status__in=Delivery.ENDED_STATUSES)
+            .exclude(event__type=catalogue.TEST_EVENT.name)
             .order_by("-created_at")
             .values_list("status", flat=True)
             .first()

@@ -261,8 +261,8 @@ def endpoints_wake(*, endpoint_ids: Sequence[int], at: datetime | None = None) -
 # A drain that has just emptied a busy endpoint may wait a moment for its next publish
 # (`_Doorbell`). It holds the endpoint's wake-up mark meanwhile, so a publish finds the
 # mark and rings the endpoint's bell (a one-item Redis list) instead of sending a
-# message: the waiting drain claims the new delivery at once, without a message, a
-# slot or a read of the endpoint. Redis mark store only.
+# message: the waiting drain claims the new delivery at once, without a message or a
+# slot. Redis mark store only.
 
 _RING = """
 local woken = {}
@@ -325,14 +325,21 @@ class _Doorbell:
         """Wait for a publish to the endpoint until `until` (monotonic), at most
         WEBHOOKS_LINGER_SECONDS. Returns whether one rang."""
         seconds = min(settings.WEBHOOKS_LINGER_SECONDS, until - time.monotonic())
-        if self.store is None or seconds < 0.005 or not _lingering.acquire(blocking=False):
+        if self.store is None or seconds < 0.005 or settings.WEBHOOKS_LINGER_THREADS < 1:
+            return False
+        if not _lingering.acquire(blocking=False):
             return False
         cache, client = self.store
+        mark = cache.make_key(_wake_mark(self.endpoint_id, None))
         try:
-            if not self.holding:
+            # The mark lasts WAKE_MARK_SECONDS, renewed before each wait: one left by a lost
+            # worker or a lost reply swallows publishes and the sweeper's wake-ups for no
+            # longer than any other mark, less than the sweeper's grace.
+            if self.holding:
+                client.set(mark, 1, ex=WAKE_MARK_SECONDS)
+            else:
                 # A queued wake-up already holds the mark: its drain takes over.
-                mark = cache.make_key(_wake_mark(self.endpoint_id, None))
-                self.holding = bool(client.set(mark, 1, nx=True, ex=round(settings.WEBHOOKS_LEASE_SECONDS)))
+                self.holding = bool(client.set(mark, 1, nx=True, ex=WAKE_MARK_SECONDS))
                 if not self.holding:
                     return False
             return client.blpop([cache.make_key(_bell(self.endpoint_id))], timeout=seconds) is not None

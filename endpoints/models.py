@@ -23,7 +23,8 @@ class Endpoint(models.Model):
     enabled = models.BooleanField(default=True)
     # Why it was disabled, when the system did it (auto-disable of a dead endpoint): shown
     # on the pages and in the API; cleared when it is enabled again.
-    disabled_reason = models.TextField(blank=True)
+    # A database default too: processes of the previous release insert endpoints without it.
+    disabled_reason = models.TextField(blank=True, default="", db_default="")
     disabled_automatically_at = models.DateTimeField(null=True, blank=True)
     # When the workspace was last emailed that this endpoint produces dead letters (at
     # most once a day).

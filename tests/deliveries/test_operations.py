@@ -160,6 +160,21 @@ def test_a_success_in_the_period_keeps_the_endpoint_enabled(settings_5_days, wor
     assert Endpoint.objects.get(id=endpoint.id).enabled
 
 
+@pytest.mark.parametrize("earlier", ["an old dead letter", "a test event"])
+def test_a_burst_after_an_earlier_failure_is_not_a_failing_period(earlier, settings_5_days, workspace, notices_sent):
+    endpoint, _ = endpoint_at(workspace, START - 30 * DAY)
+    # Judged at START + 2 days: the period began at START - 3 days.
+    if earlier == "a test event":  # sent just before the period, before the receiver was up
+        test_event = event_at(workspace, START - 4 * DAY, "webhook.test")
+        made(workspace, endpoint, START - 4 * DAY, Delivery.Status.FAILED, event=test_event)
+    else:  # then silence for weeks
+        made(workspace, endpoint, START - 20 * DAY, Delivery.Status.EXHAUSTED)
+    # A one-hour outage: 12 dead letters, every five minutes.
+    failing_for(workspace, endpoint, days=1 / 24, every=timedelta(minutes=5))
+    assert auto_disable_at(START + 2 * DAY) == []
+    assert Endpoint.objects.get(id=endpoint.id).enabled
+
+
 def test_fewer_dead_letters_than_the_minimum_do_not_disable(settings_5_days, workspace, notices_sent):
     endpoint, _ = endpoint_at(workspace, START - 3 * DAY)
     failing_for(workspace, endpoint, days=8, every=DAY)  # 9 dead letters, 5 of them in any 5 days
