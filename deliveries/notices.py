@@ -39,16 +39,20 @@ def dead_letter_seen(*, endpoint: Endpoint, delivery: Delivery, error: str) -> N
     """A delivery of `endpoint` is ending as a dead letter: email the workspace's owners
     and admins, unless they heard about this endpoint in the last day.
 
-    One conditional UPDATE decides, so that two workers never both send; a drain makes it
-    once per batch at most (the endpoint object each batch reads remembers). Test events do
-    not count: the person testing sees the result on the page."""
-    if delivery.event.type == catalogue.TEST_EVENT.name or getattr(endpoint, "_dead_letter_seen", False):
+    One conditional UPDATE decides, so that two workers never both send. It is skipped when
+    the endpoint as read says it was told within the day, so a drain makes it once per batch
+    at most, and not at all while the workspace already knows. Test events do not count:
+    the person testing sees the result on the page."""
+    if delivery.event.type == catalogue.TEST_EVENT.name:
         return
-    endpoint._dead_letter_seen = True  # type: ignore[attr-defined]
     now = timezone.now()
     last_told_before = now - DEAD_LETTER_NOTICE_INTERVAL
+    if endpoint.dead_letter_notified_at is not None and endpoint.dead_letter_notified_at > last_told_before:
+        return
     not_told = Q(dead_letter_notified_at__isnull=True) | Q(dead_letter_notified_at__lte=last_told_before)
     told = Endpoint.objects.filter(not_told, id=endpoint.id).update(dead_letter_notified_at=now)
+    # Told now, by us or by another worker in the meantime: the rest of the batch asks no more.
+    endpoint.dead_letter_notified_at = now
     if told:
         details = {"event_type": delivery.event.type, "attempts": delivery.attempt_count, "error": error}
         transaction.on_commit(lambda: notice_enqueue(endpoint_id=endpoint.id, kind=DEAD_LETTERS, details=details))

@@ -543,7 +543,9 @@ _ENDPOINT_SQL = "SELECT {columns} FROM {endpoint} WHERE id = %s"
 def _endpoint_read(*, endpoint_id: int) -> Endpoint | None:
     """The endpoint as a drain needs it. On PostgreSQL in one plain statement: every drain
     reads it, and compiling the ORM query cost more than running it."""
-    names = ("workspace", "url", "enabled", *SIGNING_FIELDS)
+    # What the batch needs: the address, whether enabled, the secrets, and when the
+    # workspace was last told of dead letters (`notices.dead_letter_seen`).
+    names = ("workspace", "url", "enabled", "dead_letter_notified_at", *SIGNING_FIELDS)
     if connection.vendor != "postgresql":
         return Endpoint.objects.filter(id=endpoint_id).only(*names).first()
     fields = [Endpoint._meta.get_field(name) for name in names]
