@@ -128,11 +128,12 @@ def _explain(*, endpoints: int) -> None:
     with transaction.atomic(), connection.cursor() as cursor:  # rolled back: nothing is claimed
         cursor.execute(
             "EXPLAIN (ANALYZE, BUFFERS) "
-            + _CLAIM_SQL.format(delivery=Delivery._meta.db_table, event=Event._meta.db_table),
+            + _CLAIM_SQL.format(
+                delivery=Delivery._meta.db_table, event=Event._meta.db_table, pending=Delivery.Status.PENDING
+            ),
             {
                 "lease": now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS),
                 "endpoint": endpoint_id,
-                "pending": Delivery.Status.PENDING,
                 "now": now,
                 "limit": settings.WEBHOOKS_BATCH_SIZE,
             },
@@ -140,6 +141,7 @@ def _explain(*, endpoints: int) -> None:
         print("\n".join(row[0] for row in cursor.fetchall()))
         transaction.set_rollback(True)
     print()
+    _explain_record(endpoint_id=endpoint_id, now=now)
     for title, queryset in queries.items():
         print(f"## {title}\n")
         with transaction.atomic():  # FOR UPDATE needs one; rolled back with the locks
@@ -147,6 +149,54 @@ def _explain(*, endpoints: int) -> None:
             transaction.set_rollback(True)
         print()
     _explain_operations(now=now)
+
+
+def _explain_record(*, endpoint_id: int, now) -> None:
+    """A batch's record: its 50 attempts inserted, its 50 deliveries moved on."""
+    import json
+
+    from django.conf import settings
+    from django.db import connection, transaction
+
+    from deliveries.models import Delivery, DeliveryAttempt
+    from deliveries.services import _RECORD_SQL
+
+    print("## A worker's record of a batch: 50 attempts inserted, 50 deliveries moved on (one statement)\n")
+    ids = list(
+        Delivery.objects.filter(endpoint_id=endpoint_id, status=Delivery.Status.PENDING).values_list("id", flat=True)[
+            : settings.WEBHOOKS_BATCH_SIZE
+        ]
+    )
+    attempts = [
+        {
+            "delivery_id": str(i),
+            "number": 1,
+            "started_at": now.isoformat(),
+            "duration_ms": 3,
+            "request_headers": {},
+            "response_status": 204,
+            "response_headers": {},
+            "response_body": "",
+            "error": "",
+            "outcome": "success",
+        }
+        for i in ids
+    ]
+    updates = [
+        {"id": str(i), "status": "succeeded", "last_status_code": 204, "last_error": "", "next_attempt_at": None}
+        for i in ids
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:  # rolled back: nothing is recorded
+        Delivery.objects.filter(id__in=ids).update(locked_until=now)
+        cursor.execute(
+            "EXPLAIN (ANALYZE, BUFFERS) "
+            + _RECORD_SQL.format(attempt=DeliveryAttempt._meta.db_table, delivery=Delivery._meta.db_table),
+            {"attempts": json.dumps(attempts), "updates": json.dumps(updates), "ids": ids, "now": now, "lease": now},
+        )
+        # 50 ids are one long line: cut it.
+        print("\n".join(row[0] if len(row[0]) <= 200 else row[0][:200] + " …" for row in cursor.fetchall()))
+        transaction.set_rollback(True)
+    print()
 
 
 def _explain_operations(*, now) -> None:

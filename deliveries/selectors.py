@@ -9,6 +9,7 @@ from django.db import connection
 from django.db.models import Count, Exists, FilteredRelation, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
+from clientflow_webhooks.db import prepared_cursor
 from clientflow_webhooks.models import Workspace
 from endpoints import event_types as catalogue
 from endpoints.models import Endpoint
@@ -56,7 +57,7 @@ def deliveries_due(*, endpoint_id: int, now: datetime) -> QuerySet[Delivery]:
 # PostgreSQL compiling the ORM query cost more than running it.
 _NEXT_DUE_SQL = """
 SELECT next_attempt_at FROM {delivery}
-WHERE endpoint_id = %(endpoint)s AND status = %(pending)s AND (locked_until IS NULL OR locked_until < %(now)s)
+WHERE endpoint_id = %(endpoint)s AND status = '{pending}' AND (locked_until IS NULL OR locked_until < %(now)s)
 ORDER BY next_attempt_at LIMIT 1
 """
 
@@ -65,10 +66,10 @@ def endpoint_next_due(*, endpoint_id: int, now: datetime) -> datetime | None:
     """When the endpoint's next pending delivery that nobody holds is due, if it has one."""
     if connection.vendor != "postgresql":
         return deliveries_waiting(endpoint_id=endpoint_id, now=now).values_list("next_attempt_at", flat=True).first()
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
-            _NEXT_DUE_SQL.format(delivery=Delivery._meta.db_table),
-            {"endpoint": endpoint_id, "pending": Delivery.Status.PENDING, "now": now},
+            _NEXT_DUE_SQL.format(delivery=Delivery._meta.db_table, pending=Delivery.Status.PENDING),
+            {"endpoint": endpoint_id, "now": now},
         )
         row = cursor.fetchone()
     return row[0] if row else None

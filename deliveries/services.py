@@ -22,6 +22,7 @@ from django.utils import timezone
 import clientflow_webhooks
 from clientflow_webhooks.cache import RedisCache
 from clientflow_webhooks.celery import app as celery_app
+from clientflow_webhooks.db import prepared_cursor
 from clientflow_webhooks.logs import delivery_context
 from clientflow_webhooks.models import Workspace
 from endpoints import event_types as catalogue
@@ -153,7 +154,7 @@ def _events_insert_sql(
     *, workspace: Workspace, event_type: str, events: Sequence[Event], endpoint_ids: Sequence[int]
 ) -> None:
     rows = [{"id": e.id, "data": e.data, "payload": e.payload, "created_at": e.created_at.isoformat()} for e in events]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _PUBLISH_SQL.format(event=Event._meta.db_table, delivery=Delivery._meta.db_table),
             {
@@ -424,7 +425,7 @@ def _slot_take(*, endpoint_id: int, slots: int) -> int | None:
     if connection.vendor != "postgresql":
         return -1
     first = endpoint_id * ADVISORY_LOCK_SLOTS
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         # Stops at the first slot it gets: the executor pulls one row at a time.
         cursor.execute(
             "SELECT k FROM generate_series(%s::bigint, %s::bigint) AS k WHERE pg_try_advisory_lock(k) LIMIT 1",
@@ -438,7 +439,7 @@ def _slot_release(*, key: int) -> None:
     if key < 0:
         return
     try:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
     except DatabaseError:
         logger.warning("could not release slot %s: the connection is gone, and the lock with it", key)
@@ -550,7 +551,7 @@ def _endpoint_read(*, endpoint_id: int) -> Endpoint | None:
         return Endpoint.objects.filter(id=endpoint_id).only(*names).first()
     fields = [Endpoint._meta.get_field(name) for name in names]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_ENDPOINT_SQL.format(columns=columns, endpoint=Endpoint._meta.db_table), [endpoint_id])
         row = cursor.fetchone()
     if row is None:
@@ -620,7 +621,7 @@ WITH claimed AS (
     UPDATE {delivery} SET locked_until = %(lease)s, attempt_count = attempt_count + 1
     WHERE id IN (
         SELECT id FROM {delivery}
-        WHERE endpoint_id = %(endpoint)s AND status = %(pending)s AND next_attempt_at <= %(now)s
+        WHERE endpoint_id = %(endpoint)s AND status = '{pending}' AND next_attempt_at <= %(now)s
           AND (locked_until IS NULL OR locked_until < %(now)s)
         ORDER BY next_attempt_at LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -641,13 +642,14 @@ def _deliveries_claim(*, endpoint: Endpoint) -> tuple[datetime, list[Delivery]]:
     lease = now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS)
     if connection.vendor != "postgresql":
         return lease, _deliveries_claim_orm(endpoint=endpoint, now=now, lease=lease)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL.format(delivery=Delivery._meta.db_table, event=Event._meta.db_table),
+            _CLAIM_SQL.format(
+                delivery=Delivery._meta.db_table, event=Event._meta.db_table, pending=Delivery.Status.PENDING
+            ),
             {
                 "lease": lease,
                 "endpoint": endpoint.id,
-                "pending": Delivery.Status.PENDING,
                 "now": now,
                 "limit": settings.WEBHOOKS_BATCH_SIZE,
             },
@@ -864,7 +866,7 @@ SET status = u.status, last_status_code = u.last_status_code, last_error = u.las
     completed_at = CASE WHEN u.next_attempt_at IS NULL THEN %(now)s END
 FROM jsonb_to_recordset(%(updates)s) AS u(
     id uuid, status text, last_status_code integer, last_error text, next_attempt_at timestamptz)
-WHERE d.id = u.id AND d.locked_until = %(lease)s
+WHERE d.id = u.id AND d.id = ANY(%(ids)s::uuid[]) AND d.locked_until = %(lease)s
 """
 
 
@@ -913,12 +915,15 @@ def _attempts_record_sql(*, results: Sequence[_Result], lease: datetime) -> int:
         }
         for r in results
     ]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _RECORD_SQL.format(attempt=DeliveryAttempt._meta.db_table, delivery=Delivery._meta.db_table),
             {
                 "attempts": _encode_json(attempts),
                 "updates": _encode_json(updates),
+                # The planner cannot see into the JSON and guesses 100 rows: without the ids
+                # as an array it joins by scanning the whole table.
+                "ids": [r.attempt.delivery_id for r in results],
                 "now": timezone.now(),
                 "lease": lease,
             },

@@ -1,7 +1,6 @@
 """Reads of endpoints shared by every interface."""
 
-from django.db import connection
-
+from clientflow_webhooks.db import prepared_cursor
 from clientflow_webhooks.models import Workspace
 
 from .models import Endpoint, EndpointEventType
@@ -17,7 +16,7 @@ def endpoint_ids_subscribed(*, workspace: Workspace, event_type: str) -> list[in
     """Ids of the enabled endpoints of `workspace` subscribed to `event_type`, in one
     indexed query written out: every publish runs it, and compiling the ORM query cost
     more than running it."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _SUBSCRIBED_SQL.format(endpoint=Endpoint._meta.db_table, subscription=EndpointEventType._meta.db_table),
             [workspace.id, True, event_type],

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from clientflow_webhooks.db import prepared_cursor
 from deliveries import selectors, services
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from deliveries.signing import signature_header
@@ -468,6 +469,88 @@ def test_a_batch_of_attempts_costs_three_queries_whatever_its_size(workspace, ma
     assert twelve - one == 2 * per_batch
     assert one <= 5 + per_batch
     assert Delivery.objects.filter(status="succeeded").count() == 13
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the plans are PostgreSQL's")
+@responses.activate
+def test_a_publish_and_a_drain_never_scan_the_deliveries(workspace, make_endpoint, enqueued):
+    """On a table of many deliveries, every statement of a publish and of a drain reaches
+    the deliveries and attempts it needs through an index. The planner cannot see how
+    many rows a JSON argument holds; a statement that joins on one scanned the whole table
+    for every batch."""
+    endpoint, _ = make_endpoint(url=URL)
+    other, _ = make_endpoint(url="https://other.example.com/", event_types=["task.created"])
+    responses.post(URL, status=204)
+    old = publish(workspace, event_type="task.created")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO deliveries_delivery (id, event_id, endpoint_id, status, attempt_count,
+                attempts_before_replay, last_error, created_at, completed_at)
+            SELECT gen_random_uuid(), %s, %s, 'succeeded', 1, 0, '', now(), now()
+            FROM generate_series(1, 20000)
+            """,
+            [old.id, other.id],
+        )
+        cursor.execute("ANALYZE deliveries_delivery")
+        cursor.execute("ANALYZE deliveries_deliveryattempt")
+
+    executed = []
+
+    def capture(execute, sql, params, many, context):
+        executed.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        publish(workspace)
+        publish(workspace)
+        assert services.endpoint_drain(endpoint_id=endpoint.id) == 2
+
+    checked = 0
+    for sql, params in executed:
+        if "deliveries_delivery" not in sql:
+            continue
+        # As it ran: the hot statements on a prepared cursor, with server-side parameters.
+        with prepared_cursor() as cursor:
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "Seq Scan on deliveries_delivery" not in plan, f"{sql[:200]}\n{plan}"
+        checked += 1
+    assert checked >= 4  # the publishes, the claim and the record at least
+    assert Delivery.objects.filter(endpoint=endpoint, status="succeeded").count() == 2
+
+
+def _prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+@pytest.mark.django_db(transaction=True)  # to start a new session
+@pytest.mark.parametrize("prepared", [True, False])
+@responses.activate
+def test_the_hot_statements_are_prepared_once_per_connection(workspace, make_endpoint, enqueued, settings, prepared):
+    settings.WEBHOOKS_PREPARED_STATEMENTS = prepared
+    endpoint, _ = make_endpoint(url=URL)
+    responses.post(URL, status=204)
+    connection.close()  # a new session: none prepared yet
+    for _ in range(3):
+        publish(workspace)
+        publish(workspace)
+        assert services.endpoint_drain(endpoint_id=endpoint.id) == 2
+
+    statements = _prepared_statements()
+    if not prepared:
+        assert statements == []
+        return
+    # The publish's read and insert, the drain's endpoint, claim and record: each once,
+    # however many times it ran, with server-side parameters ($1…) and the status a literal.
+    for start in ("SELECT e.id FROM", "WITH events AS", 'SELECT "workspace_id"', "WITH claimed AS", "WITH attempts AS"):
+        assert sum(s.lstrip().startswith(start) for s in statements) == 1, (start, statements)
+    claim = next(s for s in statements if s.lstrip().startswith("WITH claimed AS"))
+    assert "$1" in claim and "status = 'pending'" in claim
+    assert Delivery.objects.filter(endpoint=endpoint, status="succeeded").count() == 6
 
 
 @responses.activate
