@@ -106,12 +106,15 @@ class Run:
                 rate = self.phases["throughput"]["deliveries_per_s"] / 2
             else:
                 raise BenchError("the latency run needs the throughput run or --latency-rate")
+            self._vacuum("latency")
             self.phases["latency"] = phases.latency(bench, groups.latency, rate=rate)
         if "fanout" in chosen:
+            self._vacuum("fanout")
             self.phases["fanout"] = phases.fanout(bench, groups.fanouts)
         if "slow" in chosen:
             if "throughput" not in chosen:
                 raise BenchError("the slow-receiver run is compared with the throughput run")
+            self._vacuum("slow receivers")
             self.phases["slow_receivers"] = phases.slow_receivers(
                 bench, groups.slow, groups.hanging, reference=self.phases["throughput"]
             )
@@ -119,6 +122,12 @@ class Run:
         for index, worker in enumerate(self.workers):
             if not worker.alive():
                 self.failures.append(f"worker {index} exited during the run (log: {worker.log_path})")
+
+    def _vacuum(self, before: str) -> None:
+        from bench import phases
+
+        _say(f"vacuum before {before}")
+        self.phases.setdefault("vacuum", []).append(phases.vacuum(before=before))
 
     def _prepare(self) -> tuple["phases.Bench", "phases.Groups", str, int]:
         """Database, broker, environment, Django, receivers, endpoints and workers."""

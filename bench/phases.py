@@ -25,7 +25,7 @@ from bench.workers import WorkerProcess
 from clientflow_webhooks.models import Workspace
 from clientflow_webhooks.services import workspace_create
 from deliveries import services as delivery_services
-from deliveries.models import Delivery
+from deliveries.models import Delivery, DeliveryAttempt, Event
 from endpoints.models import Endpoint, EndpointEventType
 from endpoints.services import endpoint_create, new_secret
 
@@ -290,6 +290,21 @@ def throughput(bench: Bench, group: Group, baseline_per_s: float) -> tuple[dict[
         "growth_mb": round((sum(rss_after) - sum(rss_before)) / MB, 1),
     }
     return result, memory
+
+
+def vacuum(*, before: str) -> dict[str, Any]:
+    """Between two runs: VACUUM and ANALYZE of the deliveries' and endpoints' tables, what autovacuum does
+    in production while traffic goes on. PostgreSQL on the machines this was written for
+    runs with autovacuum off; without it the dead rows of one run (a delivery's row is
+    rewritten at each claim and record) slow every index scan of the next, and the planner
+    has no statistics at all."""
+    started = time.perf_counter()
+    tables = ", ".join(m._meta.db_table for m in (Delivery, DeliveryAttempt, Event, Endpoint, EndpointEventType))
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW autovacuum")
+        autovacuum = cursor.fetchone()[0] == "on"
+        cursor.execute(f"VACUUM (ANALYZE) {tables}")
+    return {"before": before, "autovacuum": autovacuum, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _percentile(values: Sequence[float], percent: float) -> float:

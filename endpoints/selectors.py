@@ -1,6 +1,7 @@
 """Reads of endpoints shared by every interface."""
 
-from clientflow_webhooks.db import prepared_cursor
+from django.db import connection
+
 from clientflow_webhooks.models import Workspace
 
 from .models import Endpoint, EndpointEventType
@@ -16,7 +17,9 @@ def endpoint_ids_subscribed(*, workspace: Workspace, event_type: str) -> list[in
     """Ids of the enabled endpoints of `workspace` subscribed to `event_type`, in one
     indexed query written out: every publish runs it, and compiling the ORM query cost
     more than running it."""
-    with prepared_cursor() as cursor:
+    # Not prepared: a generic plan cannot tell a workspace of 3 endpoints from one of
+    # 10,000, and chose to read every subscription to the event type (1 ms instead of 0.02).
+    with connection.cursor() as cursor:
         cursor.execute(
             _SUBSCRIBED_SQL.format(endpoint=Endpoint._meta.db_table, subscription=EndpointEventType._meta.db_table),
             [workspace.id, True, event_type],

@@ -544,9 +544,11 @@ def test_the_hot_statements_are_prepared_once_per_connection(workspace, make_end
     if not prepared:
         assert statements == []
         return
-    # The publish's read and insert, the drain's endpoint, claim and record: each once,
-    # however many times it ran, with server-side parameters ($1…) and the status a literal.
-    for start in ("SELECT e.id FROM", "WITH events AS", 'SELECT "workspace_id"', "WITH claimed AS", "WITH attempts AS"):
+    # The publish's insert, the drain's endpoint, claim and record: each once, however many
+    # times it ran, with server-side parameters ($1…) and the status a literal. Not the
+    # read of subscribed endpoints: its best plan depends on the workspace.
+    assert not any(s.lstrip().startswith("SELECT e.id FROM") for s in statements)
+    for start in ("WITH events AS", 'SELECT "workspace_id"', "WITH claimed AS", "WITH attempts AS"):
         assert sum(s.lstrip().startswith(start) for s in statements) == 1, (start, statements)
     claim = next(s for s in statements if s.lstrip().startswith("WITH claimed AS"))
     assert "$1" in claim and "status = 'pending'" in claim
