@@ -129,13 +129,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=300))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # PostgreSQL prepares the statements every publish and every drain runs, once per
-# connection (clientflow_webhooks.db). Behind PgBouncer in transaction mode this needs
-# PgBouncer 1.21+ with max_prepared_statements set; or turn it off here.
+# connection (clientflow_webhooks.db). PgBouncer in session mode (docs/scaling.md) keeps
+# them; transaction mode would need PgBouncer 1.21+ with max_prepared_statements.
 WEBHOOKS_PREPARED_STATEMENTS = env.bool("WEBHOOKS_PREPARED_STATEMENTS", default=True)
-if WEBHOOKS_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django turns psycopg's prepared statements off (None); only the prepared cursor asks
-    # for them, and it prepares at once: Django's own cursors bind on the client and never do.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -7,12 +7,11 @@ import requests
 import responses
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from clientflow_webhooks.db import prepared_cursor
 from deliveries import selectors, services
 from deliveries.models import Delivery, DeliveryAttempt, Event
 from deliveries.signing import signature_header
@@ -471,6 +470,24 @@ def test_a_batch_of_attempts_costs_three_queries_whatever_its_size(workspace, ma
     assert Delivery.objects.filter(status="succeeded").count() == 13
 
 
+def _numbered(sql: str, params) -> tuple[str, list]:
+    """The statement as psycopg sends it with server-side parameters ($1, $2… in order of
+    first appearance), and the values in that order."""
+    import re
+
+    if isinstance(params, dict):
+        names: list[str] = []
+
+        def number(match):
+            if match[1] not in names:
+                names.append(match[1])
+            return f"${names.index(match[1]) + 1}"
+
+        return re.sub(r"%\((\w+)\)s", number, sql), [params[n] for n in names]
+    counter = iter(range(1, 1000))
+    return re.sub(r"%s", lambda _: f"${next(counter)}", sql), list(params or [])
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the plans are PostgreSQL's")
 @responses.activate
 def test_a_publish_and_a_drain_never_scan_the_deliveries(workspace, make_endpoint, enqueued):
@@ -506,17 +523,31 @@ def test_a_publish_and_a_drain_never_scan_the_deliveries(workspace, make_endpoin
         publish(workspace)
         assert services.endpoint_drain(endpoint_id=endpoint.id) == 2
 
-    checked = 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement, name, parameter_types::text[] FROM pg_prepared_statements")
+        prepared = {statement: (name, types) for statement, name, types in cursor.fetchall()}
+        # What PostgreSQL may use after five executions of a prepared statement.
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+
+    plans = {"custom": 0, "generic": 0}
     for sql, params in executed:
         if "deliveries_delivery" not in sql:
             continue
-        # As it ran: the hot statements on a prepared cursor, with server-side parameters.
-        with prepared_cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute("EXPLAIN " + sql, params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
-        assert "Seq Scan on deliveries_delivery" not in plan, f"{sql[:200]}\n{plan}"
-        checked += 1
-    assert checked >= 4  # the publishes, the claim and the record at least
+            assert "Seq Scan on deliveries_delivery" not in plan, f"{sql[:200]}\n{plan}"
+            plans["custom"] += 1
+            numbered, values = _numbered(sql, params)
+            if numbered in prepared:
+                name, types = prepared[numbered]
+                arguments = ", ".join(f"%s::{t}" for t in types)
+                cursor.execute(f"EXPLAIN EXECUTE {name}({arguments})", values)
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+                assert "Seq Scan on deliveries_delivery" not in plan, f"generic: {sql[:200]}\n{plan}"
+                plans["generic"] += 1
+    assert plans["custom"] >= 4  # the publishes, the claim and the record at least
+    assert plans["generic"] >= 3  # the publish's insert, the claim and the record
     assert Delivery.objects.filter(endpoint=endpoint, status="succeeded").count() == 2
 
 
@@ -553,6 +584,26 @@ def test_the_hot_statements_are_prepared_once_per_connection(workspace, make_end
     claim = next(s for s in statements if s.lstrip().startswith("WITH claimed AS"))
     assert "$1" in claim and "status = 'pending'" in claim
     assert Delivery.objects.filter(endpoint=endpoint, status="succeeded").count() == 6
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+@pytest.mark.django_db(transaction=True)  # outside a transaction, as a worker runs
+def test_a_session_whose_prepared_statements_went_stale_is_replaced(workspace, make_endpoint):
+    """A prepared statement the server lost, or whose result a migration changed while
+    workers ran: that statement fails, and the session is closed so the next one works."""
+    endpoint, _ = make_endpoint()
+    now = timezone.now()
+    assert selectors.endpoint_next_due(endpoint_id=endpoint.id, now=now) is None  # prepared now
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # behind psycopg's back
+    session = connection.connection
+
+    with pytest.raises(DatabaseError, match="does not exist"):
+        selectors.endpoint_next_due(endpoint_id=endpoint.id, now=now)
+
+    assert connection.connection is None
+    assert selectors.endpoint_next_due(endpoint_id=endpoint.id, now=now) is None
+    assert connection.connection is not session
 
 
 @responses.activate
