@@ -122,15 +122,11 @@ def _explain(*, endpoints: int) -> None:
     print(f"deliveries: {total:,}; pending: {pending:,}; endpoints: {endpoints:,}\n")
 
     print("## A worker's claim: lease the endpoint's 50 oldest due deliveries (UPDATE … FOR UPDATE SKIP LOCKED)\n")
-    from deliveries.models import Event
     from deliveries.services import _CLAIM_SQL
 
     with transaction.atomic(), connection.cursor() as cursor:  # rolled back: nothing is claimed
         cursor.execute(
-            "EXPLAIN (ANALYZE, BUFFERS) "
-            + _CLAIM_SQL.format(
-                delivery=Delivery._meta.db_table, event=Event._meta.db_table, pending=Delivery.Status.PENDING
-            ),
+            "EXPLAIN (ANALYZE, BUFFERS) " + _CLAIM_SQL,
             {
                 "lease": now + timedelta(seconds=settings.WEBHOOKS_LEASE_SECONDS),
                 "endpoint": endpoint_id,
@@ -152,14 +148,13 @@ def _explain(*, endpoints: int) -> None:
 
 
 def _explain_record(*, endpoint_id: int, now) -> None:
-    """A batch's record: its 50 attempts inserted, its 50 deliveries moved on."""
-    import json
-
+    """A batch's record: its 50 attempts inserted, its 50 deliveries moved on, with the
+    parameters a worker sends."""
     from django.conf import settings
     from django.db import connection, transaction
 
     from deliveries.models import Delivery, DeliveryAttempt
-    from deliveries.services import _RECORD_SQL
+    from deliveries.services import _RECORD_SQL, _record_parameters, _Result
 
     print("## A worker's record of a batch: 50 attempts inserted, 50 deliveries moved on (one statement)\n")
     ids = list(
@@ -167,32 +162,18 @@ def _explain_record(*, endpoint_id: int, now) -> None:
             : settings.WEBHOOKS_BATCH_SIZE
         ]
     )
-    attempts = [
-        {
-            "delivery_id": str(i),
-            "number": 1,
-            "started_at": now.isoformat(),
-            "duration_ms": 3,
-            "request_headers": {},
-            "response_status": 204,
-            "response_headers": {},
-            "response_body": "",
-            "error": "",
-            "outcome": "success",
-        }
-        for i in ids
-    ]
-    updates = [
-        {"id": str(i), "status": "succeeded", "last_status_code": 204, "last_error": "", "next_attempt_at": None}
+    results = [
+        _Result(
+            attempt=DeliveryAttempt(
+                delivery_id=i, number=1, started_at=now, duration_ms=3, response_status=204, outcome="success"
+            ),
+            update={"status": "succeeded", "last_status_code": 204, "last_error": "", "next_attempt_at": None},
+        )
         for i in ids
     ]
     with transaction.atomic(), connection.cursor() as cursor:  # rolled back: nothing is recorded
         Delivery.objects.filter(id__in=ids).update(locked_until=now)
-        cursor.execute(
-            "EXPLAIN (ANALYZE, BUFFERS) "
-            + _RECORD_SQL.format(attempt=DeliveryAttempt._meta.db_table, delivery=Delivery._meta.db_table),
-            {"attempts": json.dumps(attempts), "updates": json.dumps(updates), "ids": ids, "now": now, "lease": now},
-        )
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + _RECORD_SQL, _record_parameters(results=results, lease=now))
         # 50 ids are one long line: cut it.
         print("\n".join(row[0] if len(row[0]) <= 200 else row[0][:200] + " …" for row in cursor.fetchall()))
         transaction.set_rollback(True)

@@ -55,11 +55,12 @@ def deliveries_due(*, endpoint_id: int, now: datetime) -> QuerySet[Delivery]:
 
 # `deliveries_waiting`'s first due time, written out: every drain reads it, and on
 # PostgreSQL compiling the ORM query cost more than running it.
-_NEXT_DUE_SQL = """
+_NEXT_DUE_TEMPLATE = """
 SELECT next_attempt_at FROM {delivery}
 WHERE endpoint_id = %(endpoint)s AND status = '{pending}' AND (locked_until IS NULL OR locked_until < %(now)s)
 ORDER BY next_attempt_at LIMIT 1
 """
+_NEXT_DUE_SQL = _NEXT_DUE_TEMPLATE.format(delivery=Delivery._meta.db_table, pending=Delivery.Status.PENDING)
 
 
 def endpoint_next_due(*, endpoint_id: int, now: datetime) -> datetime | None:
@@ -68,7 +69,7 @@ def endpoint_next_due(*, endpoint_id: int, now: datetime) -> datetime | None:
         return deliveries_waiting(endpoint_id=endpoint_id, now=now).values_list("next_attempt_at", flat=True).first()
     with prepared_cursor() as cursor:
         cursor.execute(
-            _NEXT_DUE_SQL.format(delivery=Delivery._meta.db_table, pending=Delivery.Status.PENDING),
+            _NEXT_DUE_SQL,
             {"endpoint": endpoint_id, "now": now},
         )
         row = cursor.fetchone()

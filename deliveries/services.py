@@ -1,5 +1,6 @@
 """Publishing events and delivering them: every write of the delivery pipeline."""
 
+import functools
 import json
 import logging
 import threading
@@ -136,7 +137,7 @@ COPY_THRESHOLD = 1000
 
 
 # PostgreSQL: the events and their deliveries in one statement, for the usual publish.
-_PUBLISH_SQL = """
+_PUBLISH_TEMPLATE = """
 WITH events AS (
     INSERT INTO {event} (id, workspace_id, type, data, payload, created_at)
     SELECT e.id, %(workspace)s, %(type)s, e.data, e.payload, e.created_at
@@ -148,6 +149,7 @@ INSERT INTO {delivery} (id, event_id, endpoint_id, status, attempt_count, attemp
 SELECT gen_random_uuid(), ev.id, en.id, %(pending)s, 0, 0, ev.created_at, '', %(now)s
 FROM events ev CROSS JOIN unnest(%(endpoints)s::bigint[]) AS en(id)
 """
+_PUBLISH_SQL = _PUBLISH_TEMPLATE.format(event=Event._meta.db_table, delivery=Delivery._meta.db_table)
 
 
 def _events_insert_sql(
@@ -156,7 +158,7 @@ def _events_insert_sql(
     rows = [{"id": e.id, "data": e.data, "payload": e.payload, "created_at": e.created_at.isoformat()} for e in events]
     with prepared_cursor() as cursor:
         cursor.execute(
-            _PUBLISH_SQL.format(event=Event._meta.db_table, delivery=Delivery._meta.db_table),
+            _PUBLISH_SQL,
             {
                 "workspace": workspace.id,
                 "type": event_type,
@@ -538,21 +540,28 @@ def deliveries_cancel(*, endpoint: Endpoint, reason: str, keep_test_events: bool
     return cancelled
 
 
-_ENDPOINT_SQL = "SELECT {columns} FROM {endpoint} WHERE id = %s"
+_ENDPOINT_TEMPLATE = "SELECT {columns} FROM {endpoint} WHERE id = %s"
+
+
+@functools.cache
+def _endpoint_statement() -> tuple[tuple[Any, ...], str]:
+    """The fields a drain's batch needs of its endpoint, and the statement reading them:
+    the address, whether enabled, the secrets, and when the workspace was last told of
+    dead letters (`notices.dead_letter_seen`)."""
+    names = ("workspace", "url", "enabled", "dead_letter_notified_at", *SIGNING_FIELDS)
+    fields = tuple(Endpoint._meta.get_field(name) for name in names)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    return fields, _ENDPOINT_TEMPLATE.format(columns=columns, endpoint=Endpoint._meta.db_table)
 
 
 def _endpoint_read(*, endpoint_id: int) -> Endpoint | None:
     """The endpoint as a drain needs it. On PostgreSQL in one plain statement: every drain
     reads it, and compiling the ORM query cost more than running it."""
-    # What the batch needs: the address, whether enabled, the secrets, and when the
-    # workspace was last told of dead letters (`notices.dead_letter_seen`).
-    names = ("workspace", "url", "enabled", "dead_letter_notified_at", *SIGNING_FIELDS)
+    fields, statement = _endpoint_statement()
     if connection.vendor != "postgresql":
-        return Endpoint.objects.filter(id=endpoint_id).only(*names).first()
-    fields = [Endpoint._meta.get_field(name) for name in names]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        return Endpoint.objects.filter(id=endpoint_id).only(*(f.name for f in fields)).first()
     with prepared_cursor() as cursor:
-        cursor.execute(_ENDPOINT_SQL.format(columns=columns, endpoint=Endpoint._meta.db_table), [endpoint_id])
+        cursor.execute(statement, [endpoint_id])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -616,7 +625,7 @@ def _drain(*, endpoint_id: int, doorbell: _Doorbell) -> _Drained:
 
 # PostgreSQL: the claim in one statement. The ORM needs two and a transaction, and
 # compiling them costs more CPU than the HTTP request they lead to (docs/performance.md).
-_CLAIM_SQL = """
+_CLAIM_TEMPLATE = """
 WITH claimed AS (
     UPDATE {delivery} SET locked_until = %(lease)s, attempt_count = attempt_count + 1
     WHERE id IN (
@@ -632,6 +641,9 @@ SELECT c.id, c.event_id, c.attempt_count, c.attempts_before_replay, c.last_error
 FROM claimed c JOIN {event} e ON e.id = c.event_id
 ORDER BY c.next_attempt_at
 """
+_CLAIM_SQL = _CLAIM_TEMPLATE.format(
+    delivery=Delivery._meta.db_table, event=Event._meta.db_table, pending=Delivery.Status.PENDING
+)
 
 
 def _deliveries_claim(*, endpoint: Endpoint) -> tuple[datetime, list[Delivery]]:
@@ -644,9 +656,7 @@ def _deliveries_claim(*, endpoint: Endpoint) -> tuple[datetime, list[Delivery]]:
         return lease, _deliveries_claim_orm(endpoint=endpoint, now=now, lease=lease)
     with prepared_cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL.format(
-                delivery=Delivery._meta.db_table, event=Event._meta.db_table, pending=Delivery.Status.PENDING
-            ),
+            _CLAIM_SQL,
             {
                 "lease": lease,
                 "endpoint": endpoint.id,
@@ -852,7 +862,7 @@ def _attempt(*, delivery: Delivery, endpoint: Endpoint, secrets: SigningSecrets)
 # PostgreSQL: a batch recorded in one statement, atomic without a transaction around it.
 # Every attempt is inserted; a delivery moves on only while our lease holds: if it ran
 # out and another worker claimed the delivery, that worker decides what happens next.
-_RECORD_SQL = """
+_RECORD_TEMPLATE = """
 WITH attempts AS (
     INSERT INTO {attempt} (delivery_id, number, started_at, duration_ms, request_headers, response_status,
                            response_headers, response_body, error, outcome)
@@ -868,6 +878,7 @@ FROM jsonb_to_recordset(%(updates)s) AS u(
     id uuid, status text, last_status_code integer, last_error text, next_attempt_at timestamptz)
 WHERE d.id = u.id AND d.id = ANY(%(ids)s::uuid[]) AND d.locked_until = %(lease)s
 """
+_RECORD_SQL = _RECORD_TEMPLATE.format(attempt=DeliveryAttempt._meta.db_table, delivery=Delivery._meta.db_table)
 
 
 def _attempts_record(*, results: Sequence[_Result], lease: datetime) -> int:
@@ -890,6 +901,13 @@ def _attempts_record(*, results: Sequence[_Result], lease: datetime) -> int:
 
 
 def _attempts_record_sql(*, results: Sequence[_Result], lease: datetime) -> int:
+    with prepared_cursor() as cursor:
+        cursor.execute(_RECORD_SQL, _record_parameters(results=results, lease=lease))
+        return cursor.rowcount
+
+
+def _record_parameters(*, results: Sequence[_Result], lease: datetime) -> dict[str, Any]:
+    """`_RECORD_SQL`'s parameters for a batch (bench.explain shows its plan with them)."""
     attempts = [
         {
             "delivery_id": str(a.delivery_id),
@@ -915,20 +933,15 @@ def _attempts_record_sql(*, results: Sequence[_Result], lease: datetime) -> int:
         }
         for r in results
     ]
-    with prepared_cursor() as cursor:
-        cursor.execute(
-            _RECORD_SQL.format(attempt=DeliveryAttempt._meta.db_table, delivery=Delivery._meta.db_table),
-            {
-                "attempts": _encode_json(attempts),
-                "updates": _encode_json(updates),
-                # The planner cannot see into the JSON and guesses 100 rows: without the ids
-                # as an array it joins by scanning the whole table.
-                "ids": [r.attempt.delivery_id for r in results],
-                "now": timezone.now(),
-                "lease": lease,
-            },
-        )
-        return cursor.rowcount
+    return {
+        "attempts": _encode_json(attempts),
+        "updates": _encode_json(updates),
+        # The planner cannot see into the JSON and guesses 100 rows: without the ids as an
+        # array it joins by scanning the whole table.
+        "ids": [r.attempt.delivery_id for r in results],
+        "now": timezone.now(),
+        "lease": lease,
+    }
 
 
 @transaction.atomic

@@ -6,11 +6,14 @@ from clientflow_webhooks.models import Workspace
 
 from .models import Endpoint, EndpointEventType
 
-_SUBSCRIBED_SQL = """
+_SUBSCRIBED_TEMPLATE = """
 SELECT e.id FROM {endpoint} e JOIN {subscription} s ON s.endpoint_id = e.id
 WHERE e.workspace_id = %s AND e.enabled = %s AND s.event_type = %s
 ORDER BY e.id
 """
+_SUBSCRIBED_SQL = _SUBSCRIBED_TEMPLATE.format(
+    endpoint=Endpoint._meta.db_table, subscription=EndpointEventType._meta.db_table
+)
 
 
 def endpoint_ids_subscribed(*, workspace: Workspace, event_type: str) -> list[int]:
@@ -21,7 +24,7 @@ def endpoint_ids_subscribed(*, workspace: Workspace, event_type: str) -> list[in
     # 10,000, and chose to read every subscription to the event type (1 ms instead of 0.02).
     with connection.cursor() as cursor:
         cursor.execute(
-            _SUBSCRIBED_SQL.format(endpoint=Endpoint._meta.db_table, subscription=EndpointEventType._meta.db_table),
+            _SUBSCRIBED_SQL,
             [workspace.id, True, event_type],
         )
         return [row[0] for row in cursor.fetchall()]
